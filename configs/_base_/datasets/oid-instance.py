@@ -1,0 +1,53 @@
+# Open Images instance segmentation in the annotation files of `util.build_annotations`.
+# Paths are relative to `data_root`; override them with --cfg-options, e.g.
+#   train_dataloader.dataset.ann_file=annotations/leaf-train.pkl
+dataset_type = 'OIDInstanceDataset'
+data_root = 'data/oid/'
+backend_args = None  # e.g. dict(backend='gcs') to read gs:// paths, see mmdet_ext.fileio
+
+# The reference's recipe: long side 1333, short side 640-960, flip 0.5.
+train_scales = [(1333, 640), (1333, 960)]
+test_scale = (1333, 800)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True, poly2mask=True),
+    dict(type='RandomResize', scale=train_scales, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='Resize', scale=test_scale, keep_ratio=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+
+train_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    batch_sampler=dict(type='AspectRatioBatchSampler'),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='annotations/leaf-train.pkl',
+        data_prefix=dict(img=''),
+        filter_cfg=dict(filter_empty_gt=True, min_size=8),
+        pipeline=train_pipeline,
+        backend_args=backend_args))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='annotations/leaf-val.pkl',
+        data_prefix=dict(img=''),
+        test_mode=True,
+        pipeline=test_pipeline,
+        backend_args=backend_args))
+test_dataloader = val_dataloader

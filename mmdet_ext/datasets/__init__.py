@@ -1,0 +1,3 @@
+from .oid_dataset import OIDInstanceDataset
+
+__all__ = ['OIDInstanceDataset']

@@ -1,0 +1,33 @@
+"""Device-aware config defaults: the same config runs on a GPU cluster and on a CPU-only machine.
+
+On a machine without CUDA, ``AmpOptimWrapper`` (fp16) refuses to start and the ``nccl`` backend does not
+exist. ``apply_device_defaults`` rewrites those two settings to fp32 ``OptimWrapper`` and ``gloo``, with a
+warning, so fp16 configs and distributed launches still run (slowly) for tests and demos.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from mmengine.config import Config
+
+AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+
+
+def apply_device_defaults(cfg: Config, cuda_available: bool | None = None) -> Config:
+    """Adapt ``cfg`` in place to this machine; returns it."""
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if cuda_available:
+        return cfg
+    optim = cfg.get('optim_wrapper')
+    if optim is not None and optim.get('type') == 'AmpOptimWrapper':
+        warnings.warn('no CUDA device: AmpOptimWrapper (fp16) replaced by OptimWrapper (fp32)')
+        optim.type = 'OptimWrapper'
+        for key in AMP_ONLY_KEYS:
+            optim.pop(key, None)
+    dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg')
+    if dist_cfg is not None and dist_cfg.get('backend', 'nccl') == 'nccl':
+        warnings.warn("no CUDA device: distributed backend 'nccl' replaced by 'gloo'")
+        dist_cfg.backend = 'gloo'
+    return cfg

@@ -1,0 +1,82 @@
+"""Config preparation shared by ``tools/train.py`` and ``tools/test.py``.
+
+The entry points only parse arguments; everything a run needs (config merge, work dir, resume, AMP,
+LR auto-scaling, CPU fallbacks) is decided here so that it is tested once and behaves the same everywhere.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import warnings
+
+from mmengine.config import Config
+
+from .device import apply_device_defaults
+
+# pkg_resources deprecation noise from mmengine/mmcv imports, not actionable for users.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+
+
+def load_config(config: str, cfg_options: dict | None = None, work_dir: str | None = None,
+                launcher: str = 'none') -> Config:
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
+    imports = cfg.get('custom_imports', {}).get('imports', [])
+    if 'mmdet_ext' not in imports:
+        cfg.custom_imports = dict(imports=list(imports) + ['mmdet_ext'], allow_failed_imports=False)
+    return cfg
+
+
+def prepare_train_config(cfg: Config, resume: str | None = None, amp: bool = False,
+                         auto_scale_lr: bool = False) -> Config:
+    """``resume``: None, 'auto' (latest checkpoint of the work dir) or a checkpoint path."""
+    if amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise ValueError('--auto-scale-lr: the config has no auto_scale_lr.base_batch_size')
+        cfg.auto_scale_lr.enable = True
+    if resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif resume is not None:
+        if not osp.isfile(resume):
+            raise FileNotFoundError(f'--resume: checkpoint {resume} not found')
+        cfg.resume, cfg.load_from = True, resume
+    return apply_device_defaults(cfg)
+
+
+def prepare_test_config(cfg: Config, checkpoint: str, out: str | None = None,
+                        show_dir: str | None = None) -> Config:
+    if not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint {checkpoint} not found')
+    cfg.load_from = checkpoint
+    if out is not None:
+        if not out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out {out}: must be a .pkl file')
+        dump = dict(type='DumpDetResults', out_file_path=out)
+        evaluators = cfg.get('test_evaluator') or []
+        if isinstance(evaluators, dict):
+            evaluators = [evaluators]
+        cfg.test_evaluator = list(evaluators) + [dump]
+    if show_dir is not None:
+        cfg.default_hooks.visualization.draw = True
+        cfg.default_hooks.visualization.test_out_dir = show_dir
+    return apply_device_defaults(cfg)
+
+
+def set_local_rank(local_rank: int) -> None:
+    """torch.distributed.launch passed --local-rank; torchrun sets LOCAL_RANK. Support both."""
+    os.environ.setdefault('LOCAL_RANK', str(local_rank))
+
+
+def build_runner(cfg: Config):
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

@@ -1,0 +1,39 @@
+"""Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out preds.pkl] [--cfg-options ...]``.
+
+For the challenge's test-time-augmentation ensemble and sharded test runs use ``tools/ensemble_test.py``.
+"""
+import argparse
+import sys
+
+from mmengine.config import DictAction
+
+import mmdet_ext  # noqa: F401
+from mmdet_ext.launch import build_runner, load_config, prepare_test_config, set_local_rank
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Test (and evaluate) a detector')
+    p.add_argument('config', help='test config file path')
+    p.add_argument('checkpoint', help='checkpoint file')
+    p.add_argument('--work-dir', help='where metrics and logs go')
+    p.add_argument('--out', help='dump the raw predictions to this .pkl file')
+    p.add_argument('--show-dir', help='draw predictions into this folder (under the work dir)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    set_local_rank(args.local_rank)
+    try:
+        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+        cfg = prepare_test_config(cfg, args.checkpoint, args.out, args.show_dir)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f'error: {e}')
+    build_runner(cfg).test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,40 @@
+"""Train a detector: ``python tools/train.py CONFIG [--work-dir D] [--resume [CKPT]] [--cfg-options k=v ...]``.
+
+Multi-GPU / multi-node: ``tools/dist_train.sh`` (torchrun) or ``tools/slurm_train.sh`` (srun).
+"""
+import argparse
+import sys
+
+from mmengine.config import DictAction
+
+import mmdet_ext  # noqa: F401  (checkpoint fix, datasets, models)
+from mmdet_ext.launch import build_runner, load_config, prepare_train_config, set_local_rank
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Train a detector')
+    p.add_argument('config', help='train config file path')
+    p.add_argument('--work-dir', help='where logs and checkpoints go (default work_dirs/<config name>)')
+    p.add_argument('--resume', nargs='?', const='auto',
+                   help='resume from this checkpoint, or with no value from the latest one in the work dir')
+    p.add_argument('--amp', action='store_true', help='mixed-precision training (falls back to fp32 on CPU)')
+    p.add_argument('--auto-scale-lr', action='store_true', help='scale the LR to the actual batch size')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
+    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    set_local_rank(args.local_rank)
+    try:
+        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+        cfg = prepare_train_config(cfg, args.resume, args.amp, args.auto_scale_lr)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f'error: {e}')
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
