@@ -6,12 +6,17 @@ warning, so fp16 configs and distributed launches still run (slowly) for tests a
 """
 from __future__ import annotations
 
-import warnings
+import logging
 
 import torch
 from mmengine.config import Config
+from mmengine.logging import print_log
 
 AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+
+
+def _warn(msg: str) -> None:
+    print_log(msg, logger='current', level=logging.WARNING)
 
 
 def apply_device_defaults(cfg: Config, cuda_available: bool | None = None) -> Config:
@@ -22,12 +27,12 @@ def apply_device_defaults(cfg: Config, cuda_available: bool | None = None) -> Co
         return cfg
     optim = cfg.get('optim_wrapper')
     if optim is not None and optim.get('type') == 'AmpOptimWrapper':
-        warnings.warn('no CUDA device: AmpOptimWrapper (fp16) replaced by OptimWrapper (fp32)')
+        _warn('no CUDA device: AmpOptimWrapper (fp16) replaced by OptimWrapper (fp32)')
         optim.type = 'OptimWrapper'
         for key in AMP_ONLY_KEYS:
             optim.pop(key, None)
     dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg')
     if dist_cfg is not None and dist_cfg.get('backend', 'nccl') == 'nccl':
-        warnings.warn("no CUDA device: distributed backend 'nccl' replaced by 'gloo'")
+        _warn("no CUDA device: distributed backend 'nccl' replaced by 'gloo'")
         dist_cfg.backend = 'gloo'
     return cfg

@@ -43,6 +43,8 @@ def prepare_train_config(cfg: Config, resume: str | None = None, amp: bool = Fal
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise ValueError('--auto-scale-lr: the config has no auto_scale_lr.base_batch_size')
         cfg.auto_scale_lr.enable = True
+    if cfg.get('load_from'):
+        cfg.load_from = resolve_checkpoint(cfg.load_from)
     if resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif resume is not None:
@@ -52,8 +54,20 @@ def prepare_train_config(cfg: Config, resume: str | None = None, amp: bool = Fal
     return apply_device_defaults(cfg)
 
 
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint file, or a work dir whose ``last_checkpoint`` file names one (staged fine-tuning)."""
+    if osp.isdir(path):
+        marker = osp.join(path, 'last_checkpoint')
+        if not osp.isfile(marker):
+            raise FileNotFoundError(f'load_from={path}: a directory without a last_checkpoint file')
+        with open(marker) as f:
+            path = f.read().strip()
+    return path
+
+
 def prepare_test_config(cfg: Config, checkpoint: str, out: str | None = None,
                         show_dir: str | None = None) -> Config:
+    checkpoint = resolve_checkpoint(checkpoint)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint {checkpoint} not found')
     cfg.load_from = checkpoint

@@ -56,6 +56,8 @@ class OIDInstanceDataset(BaseDetDataset):
                            for inst in item.get('instances', ())],
             ))
         if self.index_file is not None:
+            if self.data_root and not osp.isabs(self.index_file):
+                self.index_file = osp.join(self.data_root, self.index_file)
             index = np.load(self.index_file)
             if index.size and (index.min() < 0 or index.max() >= len(data_list)):
                 raise ValueError(f'{self.index_file}: indices outside [0, {len(data_list)}) of {self.ann_file}')

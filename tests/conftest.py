@@ -1,0 +1,36 @@
+"""Shared fixtures: a small synthetic dataset in the official formats, built through the real CLIs."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_LEAF = os.path.join(REPO, 'configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py')
+
+
+def run_cli(args, cwd=REPO, check=True, env=None, timeout=900):
+    """Run ``python args...`` as a subprocess; on failure show its output in the assertion."""
+    full_env = dict(os.environ, PYTHONWARNINGS='ignore', **(env or {}))
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=full_env,
+                          timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f'{args} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
+    return proc
+
+
+@pytest.fixture(scope='session')
+def synthetic_data(tmp_path_factory):
+    """Synthetic challenge download (seed 0) + leaf train / held-out annotation files."""
+    root = tmp_path_factory.mktemp('oid')
+    run_cli(['-m', 'util.synthetic', '--out', str(root), '--seed', '0',
+             '--train', '24', '--val', '8', '--test', '6', '--no-progress'])
+    run_cli(['-m', 'util.build_annotations',
+             '--masks-csv', str(root / 'challenge-2019-train-segmentation-masks.csv'),
+             '--img-root', str(root), '--subset', 'leaf', '--no-progress',
+             '--out', str(root / 'annotations/leaf-train.pkl')])
+    run_cli(['-m', 'util.build_annotations',
+             '--masks-csv', str(root / 'challenge-2019-validation-segmentation-masks.csv'),
+             '--img-root', str(root), '--subset', 'leaf', '--no-progress',
+             '--out', str(root / 'annotations/leaf-val.pkl')])
+    return root
