@@ -2,14 +2,19 @@
 
 On a machine without CUDA, ``AmpOptimWrapper`` (fp16) refuses to start and the ``nccl`` backend does not
 exist. ``apply_device_defaults`` rewrites those two settings to fp32 ``OptimWrapper`` and ``gloo``, with a
-warning, so fp16 configs and distributed launches still run (slowly) for tests and demos.
+warning (and wraps the model in DDP without device ids), so fp16 configs and distributed launches still run (slowly) for tests and demos.
+
+mmengine's PyTorch launcher also calls ``torch.cuda.set_device`` unconditionally, which a CPU build of torch
+does not have; ``init_cpu_distributed`` sets up the ``gloo`` process group first, so mmengine skips it.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 
 import torch
 from mmengine.config import Config
+from mmengine.dist import is_distributed
 from mmengine.logging import print_log
 
 AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
@@ -35,4 +40,21 @@ def apply_device_defaults(cfg: Config, cuda_available: bool | None = None) -> Co
     if dist_cfg is not None and dist_cfg.get('backend', 'nccl') == 'nccl':
         _warn("no CUDA device: distributed backend 'nccl' replaced by 'gloo'")
         dist_cfg.backend = 'gloo'
+    if cfg.get('launcher', 'none') != 'none' and cfg.get('model_wrapper_cfg') is None:
+        # mmengine wraps with DDP(device_ids=[LOCAL_RANK]), which DDP refuses for a CPU module.
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                     broadcast_buffers=False,
+                                     find_unused_parameters=cfg.get('find_unused_parameters', False))
     return cfg
+
+
+def init_cpu_distributed(cfg: Config, cuda_available: bool | None = None) -> bool:
+    """Under torchrun on a machine without CUDA, start the gloo process group; returns True if it did."""
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if cuda_available or cfg.get('launcher', 'none') != 'pytorch' or is_distributed():
+        return False
+    timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
+    kwargs = {} if timeout is None else {'timeout': datetime.timedelta(seconds=timeout)}
+    torch.distributed.init_process_group(backend='gloo', **kwargs)
+    return True

@@ -11,7 +11,7 @@ import warnings
 
 from mmengine.config import Config
 
-from .device import apply_device_defaults
+from .device import apply_device_defaults, init_cpu_distributed
 
 # pkg_resources deprecation noise from mmengine/mmcv imports, not actionable for users.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
@@ -91,6 +91,7 @@ def set_local_rank(local_rank: int) -> None:
 
 
 def build_runner(cfg: Config):
+    init_cpu_distributed(cfg)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

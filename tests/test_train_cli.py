@@ -68,3 +68,20 @@ def test_resume_missing_checkpoint_is_one_line_error(tmp_path):
                     str(tmp_path / 'nope.pth')], check=False)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1] == f'error: --resume: checkpoint {tmp_path}/nope.pth not found'
+
+
+def test_dist_train_two_processes_on_cpu(synthetic_data, tmp_path):
+    """tools/dist_train.sh (torchrun) with 2 processes: gloo and CPU DDP instead of a crash."""
+    import subprocess
+    import sys
+    from conftest import REPO
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS='ignore', MASTER_PORT='29517')
+    proc = subprocess.run(
+        ['tools/dist_train.sh', TINY_LEAF, '2', '--work-dir', str(tmp_path), *train_options(synthetic_data),
+         'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "distributed backend 'nccl' replaced by 'gloo'" in log
+    assert 'Distributed training: True' in log
+    assert (tmp_path / 'iter_2.pth').is_file()

@@ -1,0 +1,8 @@
+"""Mask-aware test-time augmentation and multi-model ensembling (see ``tta``), and sharded test runs
+that write the results format of ``util.results_io`` (see ``runner``)."""
+from .proposals import merge_proposals
+from .timing import StageTimer
+from .tta import EnsembleTTA
+from .views import ViewMaker, ViewSpec, view_specs
+
+__all__ = ['EnsembleTTA', 'merge_proposals', 'StageTimer', 'ViewMaker', 'ViewSpec', 'view_specs']
