@@ -12,6 +12,8 @@ import os.path as osp
 from typing import List
 
 import numpy as np
+from mmengine.fileio import get_local_path, join_path
+from mmengine.utils import is_abs
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 
@@ -32,7 +34,8 @@ class OIDInstanceDataset(BaseDetDataset):
         super().__init__(*args, **kwargs)
 
     def load_data_list(self) -> List[dict]:
-        ann = load_annotations(self.ann_file)
+        with get_local_path(self.ann_file, backend_args=self.backend_args) as local_ann:
+            ann = load_annotations(local_ann)
         meta = ann['metainfo']
         if not self._metainfo.get('classes'):
             self._metainfo['classes'] = tuple(meta['classes'])
@@ -44,10 +47,11 @@ class OIDInstanceDataset(BaseDetDataset):
             self._metainfo['palette'] = [tuple(int(c) for c in rng.randint(0, 256, 3))
                                          for _ in self._metainfo['classes']]
         img_root = self.data_prefix.get('img', '')
+        join = osp.join if '://' not in img_root else (lambda a, b: f"{a.rstrip('/')}/{b}")
         data_list = []
         for item in ann['data_list']:
             data_list.append(dict(
-                img_path=osp.join(img_root, item['img_path']),
+                img_path=join(img_root, item['img_path']),
                 img_id=item['img_id'],
                 width=int(item['width']),
                 height=int(item['height']),
@@ -56,9 +60,10 @@ class OIDInstanceDataset(BaseDetDataset):
                            for inst in item.get('instances', ())],
             ))
         if self.index_file is not None:
-            if self.data_root and not osp.isabs(self.index_file):
-                self.index_file = osp.join(self.data_root, self.index_file)
-            index = np.load(self.index_file)
+            if self.data_root and not is_abs(self.index_file):
+                self.index_file = join_path(self.data_root, self.index_file, backend_args=self.backend_args)
+            with get_local_path(self.index_file, backend_args=self.backend_args) as local_index:
+                index = np.load(local_index)
             if index.size and (index.min() < 0 or index.max() >= len(data_list)):
                 raise ValueError(f'{self.index_file}: indices outside [0, {len(data_list)}) of {self.ann_file}')
             self._epoch_index = index.astype(np.int64)
