@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from .cli import DataError
+
 ROOT = '/m/0bl9f'
 DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data')
 DEFAULT_HIERARCHY = os.path.join(DATA_DIR, 'challenge-2019-label300-segmentable-hierarchy.json')
@@ -164,3 +166,15 @@ def read_mask_counts(path: str = DEFAULT_MASK_COUNTS) -> dict[str, int]:
 
 def load_default() -> Hierarchy:
     return Hierarchy.from_json(DEFAULT_HIERARCHY, DEFAULT_CLASSES)
+
+
+def class_list(spec: str, hierarchy: Hierarchy | None = None) -> list[str]:
+    """Classes named on a command line: a subset name (``leaf``, ``parent23``, ...) or a file whose
+    lines start with a MID (a class list, the classes-description CSV); rows not starting with '/' such
+    as a header are skipped."""
+    if os.path.exists(spec):
+        with open(spec, newline='') as f:
+            return [row[0].strip() for row in csv.reader(f) if row and row[0].strip().startswith('/')]
+    if spec not in SUBSETS:
+        raise DataError(f'{spec}: neither a file nor a class subset ({", ".join(SUBSETS)})')
+    return (hierarchy or load_default()).subset(spec)

@@ -14,6 +14,7 @@ between RLE and EncodedMask never touches a dense mask.
     resize_nearest(mask, h, w)   binary array       -> binary array of size h x w (nearest neighbour)
     encoded_to_coco(s, h, w)     EncodedMask        -> RLE with bytes counts, ready for pycocotools
     run_totals(counts_list)      compressed counts  -> pixels each RLE covers (H*W if well formed)
+    rle_areas(rles)              RLEs               -> foreground pixels of each (batched)
 """
 from __future__ import annotations
 
@@ -100,47 +101,64 @@ def run_totals(counts: list[bytes]) -> np.ndarray:
     A mask of an H x W image must sum to exactly H*W. pycocotools' decode does not check this (with a
     size too large it returns uninitialised pixels), so a validator needs it; decoding every mask densely
     to find out would cost H*W bytes per mask. Vectorised over the whole batch (no per-character loop):
-    the LEB128-like format of pycocotools' rleToString is undone with cumulative sums.
+    pycocotools' rleToString format (5 bits per character, 0x20 = more characters follow, 0x10 = sign of
+    the last one; from the fourth count on, the difference to the count two places before) is undone
+    with a few passes over the counts and cumulative sums.
     """
     n = len(counts)
     lens = np.fromiter(map(len, counts), np.int64, n)
-    chars = np.frombuffer(b''.join(counts), np.uint8).astype(np.int64) - 48
-    if chars.size == 0:
-        return np.zeros(n, np.int64)
-    sid = np.repeat(np.arange(n), lens)                       # string of each character
-    bad = np.zeros(n, bool)
-    bad[sid[(chars < 0) | (chars > 63)]] = True               # outside pycocotools' alphabet
+    totals = np.zeros(n, np.int64)
+    raw = np.frombuffer(b''.join(counts), np.uint8)
+    if raw.size == 0:
+        return totals
     ends = np.cumsum(lens)
     nonempty = lens > 0
-    bad[nonempty] |= (chars[ends[nonempty] - 1] & 0x20) != 0  # last count left unterminated
+    bad = np.zeros(n, bool)
+    outside = np.flatnonzero((raw < 48) | (raw > 111))          # not in pycocotools' alphabet
+    bad[np.searchsorted(ends, outside, side='right')] = True
+    chars = raw - np.uint8(48)
+    more = (chars & 0x20) != 0
+    bad[nonempty] |= more[ends[nonempty] - 1]                   # last count left unterminated
 
-    # A count is a run of characters, each adding 5 bits, up to one without the continuation bit 0x20.
-    starts_flag = np.ones(chars.size, bool)
-    starts_flag[1:] = (chars[:-1] & 0x20) == 0
-    starts_flag[(ends - lens)[nonempty]] = True               # a count never spans two strings
-    starts = np.flatnonzero(starts_flag)
-    cid = np.cumsum(starts_flag) - 1
-    k = np.arange(chars.size) - starts[cid]                   # position of the character in its count
-    bad[sid[k > 11]] = True                                   # would not fit in 64 bits
-    k = np.minimum(k, 11)
-    x = np.add.reduceat((chars & 0x1f) << (5 * k), starts)
-    last = np.r_[starts[1:], chars.size] - 1
-    negative = (chars[last] & 0x10) != 0                      # sign bit of the last character
-    x = np.where(negative, x - (np.int64(1) << (5 * (k[last] + 1))), x)
+    # Counts: a count starts after a character without the continuation bit, and at every string start.
+    first = np.ones(chars.size, bool)
+    first[1:] = ~more[:-1]
+    first[(ends - lens)[nonempty]] = True
+    starts = np.flatnonzero(first)
+    length = np.diff(np.append(starts, chars.size))
+    if length.max() > 12:                                       # would not fit in 64 bits
+        bad[np.searchsorted(ends, starts[length > 12], side='right')] = True
+        length = np.minimum(length, 12)
+    x = (chars[starts] & 0x1f).astype(np.int64)
+    for j in range(1, int(length.max())):
+        longer = np.flatnonzero(length > j)
+        x[longer] |= (chars[starts[longer] + j] & 0x1f).astype(np.int64) << (5 * j)
+    negative = (chars[starts + length - 1] & 0x10) != 0
+    x[negative] -= np.int64(1) << (5 * length[negative])
 
-    # Counts after the third are stored as differences to the count two places before.
-    csid = sid[starts]
-    m = np.arange(len(starts)) - np.searchsorted(csid, csid)  # index of the count in its string
-    chain = csid * 3 + np.where(m == 0, 0, np.where(m % 2, 1, 2))
-    order = np.argsort(chain, kind='stable')
-    xs, keys = x[order], chain[order]
-    csum = np.cumsum(xs)
-    first = np.ones(len(keys), bool)
-    first[1:] = keys[1:] != keys[:-1]
-    base = (csum - xs)[first][np.cumsum(first) - 1]
-    runs = csum - base
-    bad[csid[order][(runs < 0) | (runs > 0xFFFFFFFF)]] = True  # pycocotools stores uint32 runs
-    totals = np.zeros(n, np.int64)
-    np.add.at(totals, csid[order], runs)
+    # From the fourth count on, a count is stored as the difference to the count two places before: the
+    # runs are prefix sums along the odd counts and along the even counts from the third one on.
+    per_string = np.bincount(np.searchsorted(ends, starts, side='right'), minlength=n)
+    string_first = np.cumsum(per_string) - per_string           # index of each string's first count
+    m = np.arange(len(x)) - np.repeat(string_first, per_string)
+    runs = x.copy()
+    for chain in (m % 2 == 1, (m % 2 == 0) & (m >= 2)):
+        csum = np.cumsum(np.where(chain, x, 0))
+        base = np.where(string_first > 0, csum[string_first - 1], 0)
+        runs = np.where(chain, csum - np.repeat(base, per_string), runs)
+    has = per_string > 0
+    totals[has] = np.add.reduceat(runs, string_first[has])
+    invalid = (runs < 0) | (runs > 0xFFFFFFFF)                  # pycocotools stores uint32 runs
+    bad[np.repeat(np.arange(n), per_string)[invalid]] = True
     totals[bad] = -1
     return totals
+
+
+def rle_areas(rles: list[dict]) -> np.ndarray:
+    """Foreground pixels of each RLE. pycocotools' ``area`` overflows on batches of more than 255 masks
+    (it sizes its output through a uint8 array under numpy 2), so it is called in chunks."""
+    if not rles:
+        return np.zeros(0, np.int64)
+    coco = to_coco(rles)
+    chunks = [mask_utils.area(coco[i:i + 255]) for i in range(0, len(coco), 255)]
+    return np.concatenate(chunks).astype(np.int64)

@@ -129,11 +129,21 @@ def read_image_list(path: str) -> Iterator[tuple[str, int | None, int | None]]:
                     yield image_id, None, None
 
 
+SHORTEST = 'shortest'
+
+
 def format_score(score: float, score_format: str = '.6g') -> str:
+    """``score_format`` is a format spec, or SHORTEST: the shortest text that reads back as the same
+    float, which re-writes a confidence read from a CSV exactly as it was (steps after the first)."""
+    if score_format == SHORTEST:
+        text = repr(float(score))
+        return text[:-2] if text.endswith('.0') else text
     return format(score, score_format)
 
 
 def format_prediction_string(dets, score_format: str = '.6g') -> str:
+    if score_format == SHORTEST:
+        return ' '.join(f'{label} {format_score(score, SHORTEST)} {enc}' for label, score, enc in dets)
     return ' '.join(f'{label} {format(score, score_format)} {enc}' for label, score, enc in dets)
 
 
