@@ -22,22 +22,25 @@ test_pipeline = [
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 
+# The training images; the rebalancing scheme is chosen where the dataloader uses it (below, or a
+# `*_class-balanced.py` / `*_class-aware.py` variant).
+train_dataset = dict(
+    type=dataset_type,
+    data_root=data_root,
+    ann_file='annotations/leaf-train.pkl',
+    data_prefix=dict(img=''),
+    filter_cfg=dict(filter_empty_gt=True, min_size=8),
+    pipeline=train_pipeline,
+    backend_args=backend_args)
 train_dataloader = dict(
     batch_size=1,
     num_workers=2,
     persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
+    # The reference's banded rebalancing: util.rebalance writes the epoch's list of image indices, already
+    # shuffled and with repeats spread out, so it is read in order.
+    sampler=dict(type='InfiniteSampler', shuffle=False),
     batch_sampler=dict(type='AspectRatioBatchSampler'),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='annotations/leaf-train.pkl',
-        # The reference's banded rebalancing (util.rebalance); None trains on each image once per epoch.
-        index_file='annotations/leaf-train-balanced.npy',
-        data_prefix=dict(img=''),
-        filter_cfg=dict(filter_empty_gt=True, min_size=8),
-        pipeline=train_pipeline,
-        backend_args=backend_args))
+    dataset=dict(train_dataset, index_file='annotations/leaf-train-balanced.npy'))
 val_dataloader = dict(
     batch_size=1,
     num_workers=2,
