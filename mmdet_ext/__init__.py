@@ -1,7 +1,7 @@
 """mmdetection plugins of this project, loaded by configs through ``custom_imports=dict(imports=['mmdet_ext'])``.
 
 Importing the package registers: the checkpoint-loading fix for torch >= 2.6 (``checkpoint``), the Open
-Images dataset (``datasets``), a ``gs://`` storage backend (``fileio``), the cascade head with one class-count argument (``models``).
+Images dataset (``datasets``), a ``gs://`` storage backend (``fileio``), the cascade head with one class-count argument (``models``), the challenge metric (``oid_metric``).
 ``apply_device_defaults`` adapts fp16 / nccl configs to CPU-only machines.
 """
 from . import checkpoint  # noqa: F401  (registers the weights_only=False loaders)
@@ -9,5 +9,6 @@ from . import fileio  # noqa: F401  (registers the gs:// storage backend)
 from .datasets import OIDInstanceDataset
 from .device import apply_device_defaults
 from .models import OIDCascadeRoIHead
+from .oid_metric import OIDChallengeMetric
 
-__all__ = ['apply_device_defaults', 'OIDCascadeRoIHead', 'OIDInstanceDataset']
+__all__ = ['apply_device_defaults', 'OIDCascadeRoIHead', 'OIDChallengeMetric', 'OIDInstanceDataset']

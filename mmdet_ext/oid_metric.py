@@ -23,6 +23,7 @@ Images ImageID). Only compressed RLEs are kept between ``process`` and ``compute
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -32,6 +33,7 @@ from mmdet.registry import METRICS
 
 from util.cli import DataError
 from util.evaluate import load_classes
+from util.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY
 from util.mask_codec import encode_binary_batch
 from util.oid_detections import class_indices, check_scores
 from util.oid_evaluator import ImageTask, evaluate_tasks
@@ -48,10 +50,14 @@ class OIDChallengeMetric(BaseMetric):
 
     default_prefix = 'oid'
 
-    def __init__(self, masks_csv: str, masks_dir: str, bbox_csv: str, labels_csv: str, hierarchy: str,
-                 classes: str, expand_predictions: bool = False, skip_unknown_labels: bool = False,
-                 workers: int = 1, collect_device: str = 'cpu', prefix: str | None = None, **kwargs):
+    def __init__(self, masks_csv: str, masks_dir: str, bbox_csv: str, labels_csv: str,
+                 hierarchy: str = DEFAULT_HIERARCHY, classes: str = DEFAULT_CLASSES, data_root: str = '',
+                 expand_predictions: bool = False, skip_unknown_labels: bool = False, workers: int = 1,
+                 collect_device: str = 'cpu', prefix: str | None = None, **kwargs):
+        """Relative GT paths are joined to ``data_root``, as the datasets do with theirs."""
         super().__init__(collect_device=collect_device, prefix=prefix, **kwargs)
+        masks_csv, masks_dir, bbox_csv, labels_csv = (
+            os.path.join(data_root, p) for p in (masks_csv, masks_dir, bbox_csv, labels_csv))
         self.files = (masks_csv, bbox_csv, labels_csv)
         self.masks_dir = masks_dir
         self.classes, self.names = load_classes(hierarchy, classes)
@@ -62,9 +68,13 @@ class OIDChallengeMetric(BaseMetric):
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         """Keep each image's predictions as MIDs, scores and compressed RLEs (never dense masks)."""
-        mids = list(self.dataset_meta['mids'])
+        mids = list((self.dataset_meta or {}).get('mids') or ())
+        if not mids:
+            raise DataError("OIDChallengeMetric needs the dataset's metainfo['mids'] (the MID of each label)")
         for sample in data_samples:
             pred = sample['pred_instances']
+            if 'masks' not in pred:
+                raise DataError(f'image {sample["img_id"]}: pred_instances has no masks (a mask model is needed)')
             height, width = (int(v) for v in sample['ori_shape'][:2])
             labels = _numpy(pred['labels']).astype(np.int64).reshape(-1)
             masks = pred['masks']

@@ -68,13 +68,18 @@ def test_cli_from_sample_csv_and_from_images(data, tmp_path):
 
     # From the images folder: sorted ids, sizes from the JPEG headers; the same images and sizes.
     assert run(main, ['--images-dir', str(data / 'test'), '--out', str(tmp_path / 'b'), '--num-shards', '2',
-                      '--format', 'json', '--subset', 'parent', '--no-progress']) == 0
+                      '--format', 'json', '--subset', 'parent', '--no-progress',
+                      '--id-list', str(tmp_path / 'b-ids.csv')]) == 0
     items = []
     for i in range(2):
         ann = load_annotations(str(tmp_path / 'b' / f'shard_{i:02d}_of_02.json'))
         assert len(ann['metainfo']['classes']) == 23
         items += [(i['img_id'], i['width'], i['height']) for i in ann['data_list']]
     assert items == sorted(sample)
+    # The id list is an empty submission of the same images, in shard order.
+    assert read_sample(tmp_path / 'b-ids.csv') == items
+    with open(tmp_path / 'b-ids.csv') as f:
+        assert next(csv.reader(f)) == ['ImageID', 'ImageWidth', 'ImageHeight', 'PredictionString']
 
 
 def test_bad_sample_csv(data, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """tools/train.py and tools/test.py as a user runs them: train, checkpoint, resume, predict from it."""
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -13,21 +14,24 @@ pytestmark = pytest.mark.slow
 
 def data_options(root):
     return ['--cfg-options', f'train_dataloader.dataset.data_root={root}/',
-            f'test_dataloader.dataset.data_root={root}/', 'train_dataloader.dataset.index_file=None',
-            'test_dataloader.dataset.ann_file=annotations/leaf-val.pkl',
-            'default_hooks.logger.interval=1']
+            f'val_dataloader.dataset.data_root={root}/', f'val_evaluator.data_root={root}/',
+            f'test_dataloader.dataset.data_root={root}/', f'test_evaluator.data_root={root}/',
+            'train_dataloader.dataset.index_file=None', 'default_hooks.logger.interval=1']
 
 
 def train_options(root):
-    return [*data_options(root), 'test_dataloader=None', 'test_cfg=None']
+    return data_options(root)
 
 
 def test_train_checkpoint_resume_and_test(synthetic_data, tmp_path):
     work = tmp_path / 'work'
     # --amp on a machine without CUDA: the fp16 wrapper falls back to fp32 instead of refusing to start.
     first = run_cli(['tools/train.py', TINY_LEAF, '--work-dir', str(work), '--amp',
-                     *train_options(synthetic_data), 'train_cfg.max_iters=4', 'default_hooks.checkpoint.interval=2'])
+                     *train_options(synthetic_data), 'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
+                     'default_hooks.checkpoint.interval=2'])
     assert 'AmpOptimWrapper (fp16) replaced by OptimWrapper' in first.stderr + first.stdout
+    # Validation with the challenge metric on the held-out images at the end of the schedule.
+    assert re.search(r'Iter\(val\) \[\d+/\d+\].*oid/mAP@0.5IOU: [0-9.]+', first.stdout)
     assert (work / 'iter_4.pth').is_file()
 
     # mmengine 0.10.7 saves objects torch >= 2.6 refuses to load by default; our loader is what resumes.
@@ -35,7 +39,8 @@ def test_train_checkpoint_resume_and_test(synthetic_data, tmp_path):
         torch.load(work / 'iter_4.pth')
 
     second = run_cli(['tools/train.py', TINY_LEAF, '--work-dir', str(work), '--resume',
-                      *train_options(synthetic_data), 'train_cfg.max_iters=6', 'default_hooks.checkpoint.interval=2'])
+                      *train_options(synthetic_data), 'train_cfg.max_iters=6', 'train_cfg.val_interval=100',
+                      'default_hooks.checkpoint.interval=2'])
     log = second.stdout + second.stderr
     assert 'resumed epoch: 0, iter: 4' in log
     assert 'Iter(train) [5/6]' in log and 'Iter(train) [1/6]' not in log
@@ -47,8 +52,9 @@ def test_train_checkpoint_resume_and_test(synthetic_data, tmp_path):
 
     # load_from path: tools/test.py predicts the held-out images from the checkpoint and dumps them.
     out = tmp_path / 'preds.pkl'
-    run_cli(['tools/test.py', TINY_LEAF, str(work / 'iter_6.pth'), '--work-dir', str(tmp_path / 'test'),
-             '--out', str(out), *data_options(synthetic_data), 'test_evaluator=None'])
+    test = run_cli(['tools/test.py', TINY_LEAF, str(work / 'iter_6.pth'), '--work-dir', str(tmp_path / 'test'),
+                    '--out', str(out), *data_options(synthetic_data)])
+    assert re.search(r'Iter\(test\) \[\d+/\d+\].*oid/mAP@0.5IOU: [0-9.]+', test.stdout)
     with open(out, 'rb') as f:
         preds = pickle.load(f)
     held_out = load_annotations(str(synthetic_data / 'annotations/leaf-val.pkl'))['data_list']
@@ -78,7 +84,7 @@ def test_dist_train_two_processes_on_cpu(synthetic_data, tmp_path):
     env = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS='ignore', MASTER_PORT='29517')
     proc = subprocess.run(
         ['tools/dist_train.sh', TINY_LEAF, '2', '--work-dir', str(tmp_path), *train_options(synthetic_data),
-         'train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2'],
+         'train_cfg.max_iters=2', 'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=2'],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]

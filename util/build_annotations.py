@@ -40,6 +40,7 @@ from .annotations import make_metainfo, save_annotations
 from .cli import DataError, run
 from .hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, SUBSETS, Hierarchy
 from .image_io import image_size
+from .mask_codec import resize_nearest
 
 CSV_COLUMNS = ['MaskPath', 'ImageID', 'LabelName', 'BoxXMin', 'BoxXMax', 'BoxYMin', 'BoxYMax']
 PARENT_SUBSETS = ('parent', 'parent23', 'parent25')
@@ -170,9 +171,8 @@ def encode_resized(path: str, height: int, width: int):
         return None
     cv2.threshold(m, 0, 1, cv2.THRESH_BINARY, dst=m)   # any non-zero pixel is foreground
     t = cv2.transpose(m)
-    if t.shape != (width, height):
-        t = cv2.resize(t, (height, width), interpolation=cv2.INTER_NEAREST)
-    return mask_utils.encode(t.T)   # t.T is H x W and Fortran-ordered
+    t = resize_nearest(t, width, height)   # the evaluator's resize too (util.mask_codec), not cv2's
+    return mask_utils.encode(np.asfortranarray(t.T))   # t.T is H x W; Fortran order without a copy
 
 
 _BOX_SOURCE = 'csv'

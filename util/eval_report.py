@@ -2,7 +2,8 @@
 
     write_per_class(path, result, names)   CSV: LabelName, Name, AP, CountedGT, Detections (one row per class)
     write_plots(out_dir, result, names)    ap_per_class.png (bars, best first) and pr_curves_NN.png (a grid
-                                           of precision-recall curves, 20 classes per page)
+                                           of precision-recall curves, 20 classes per page; the shaded
+                                           area under the monotone envelope is the AP)
 
 AP is empty for a class without counted GT. Detections = detections of the class that reached matching
 (in images where the class is evaluatable, non-empty masks, at most 10,000 per image).
@@ -64,8 +65,10 @@ def write_plots(out_dir: str, result, names: dict) -> list[str]:
         fig, axes = plt.subplots(4, 5, figsize=(15, 12), squeeze=False)
         for ax, c in zip(axes.flat, chunk):
             precision, recall = result.curves[c]
-            ax.plot(np.r_[0.0, recall], np.r_[precision[:1] if precision.size else [0.0], precision],
-                    drawstyle='steps-post')
+            if precision.size:
+                envelope = np.maximum.accumulate(precision[::-1])[::-1]   # what the AP integrates
+                ax.fill_between(np.r_[0.0, recall], np.r_[envelope[0], envelope], step='pre', alpha=0.25)
+                ax.plot(recall, precision, lw=0.8)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1.02)
             ax.set_title(f'{names.get(result.mids[c], result.mids[c])[:28]}  AP {result.ap[c]:.3f}', fontsize=8)

@@ -8,7 +8,7 @@ counts (``mask_codec.run_totals``), so nothing is decoded densely.
     check_scores(scores, where)                          confidences as float64, finite
     decode_encoded(encoded, height, width, where)        EncodedMask strings -> RLEs (bytes counts)
     check_rles(rles, height, width, where)               RLEs of the right size, counts as bytes
-    expand_to_ancestors(dets, mids, classes)             a leaf model's detections copied to every ancestor
+    expand_to_ancestors(dets, classes)                   a leaf model's detections copied to every ancestor
 """
 from __future__ import annotations
 

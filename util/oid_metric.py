@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .mask_codec import rle_areas
+
 MATCH_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_CLASS = 10_000
 SCORE_FLOOR = -10.0                 # the reference's NMS keeps scores > -10 only
@@ -121,15 +123,6 @@ class ImageResult:
 
 
 # ---- overlaps ------------------------------------------------------------------------------------
-def mask_areas(rles: list) -> np.ndarray:
-    """Pixel counts, int64. Batches of 255: pycocotools 2.0.11's ``area`` overflows a uint8 beyond that
-    under numpy 2."""
-    if not rles:
-        return np.zeros(0, np.int64)
-    return np.concatenate([np.asarray(mask_utils.area(rles[i:i + 255]), np.int64)
-                           for i in range(0, len(rles), 255)])
-
-
 def tight_boxes(rles: list, height: int, width: int) -> np.ndarray:
     """Normalised [ymin, xmin, ymax, xmax] of each mask: [first, last + 1) pixel over the image size."""
     if not rles:
@@ -272,7 +265,7 @@ def _kept_detections(dets: Detections, evaluatable: set):
     non-empty mask."""
     keep = [k for k, (c, s) in enumerate(zip(dets.classes.tolist(), dets.scores.tolist()))
             if c in evaluatable and s > SCORE_FLOOR]
-    areas = mask_areas([dets.masks[k] for k in keep])
+    areas = rle_areas([dets.masks[k] for k in keep])
     nonempty = np.flatnonzero(areas > 0)
     return [keep[k] for k in nonempty], areas[nonempty]
 
@@ -290,7 +283,7 @@ def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
     masks = [gt.masks[j] for j in order]
     masked = [j for j, m in enumerate(masks) if m is not None]
     gt_areas = np.zeros(len(masks), np.int64)
-    gt_areas[masked] = mask_areas([masks[j] for j in masked])
+    gt_areas[masked] = rle_areas([masks[j] for j in masked])
     masked = [j for j in masked if gt_areas[j] > 0]             # an empty mask is box-only
 
     members, evaluatable = expand_ground_truth([gt.labels[j] for j in order], gt.image_labels, classes)

@@ -25,6 +25,7 @@ from .atomic import AtomicWriter
 from .cli import DataError, run
 from .hierarchy import SUBSETS, load_default
 from .image_io import image_size, list_image_ids
+from .submission import SubmissionWriter
 
 
 def read_sample_csv(path: str) -> pd.DataFrame:
@@ -102,6 +103,9 @@ def parse_args(argv=None):
     p.add_argument('--num-shards', type=int, default=25)
     p.add_argument('--subset', default='leaf', choices=SUBSETS, help='classes written in the metainfo')
     p.add_argument('--format', choices=('pkl', 'json'), default='pkl')
+    p.add_argument('--id-list', default=None, metavar='CSV',
+                   help='also write the sharded images as an empty submission (ImageID, sizes), in shard order: '
+                        'the --ids list of scripts/postprocess.sh for a split without a sample submission')
     p.add_argument('--no-progress', action='store_true')
     return p.parse_args(argv)
 
@@ -129,6 +133,10 @@ def main(argv=None) -> None:
         raise DataError(f'{source}: no test images')
     shards = make_shards(images, a.num_shards)
     manifest = write_shards(a.out, shards, make_metainfo(load_default(), a.subset), source, '.' + a.format)
+    if a.id_list:
+        with SubmissionWriter(a.id_list) as w:
+            for image_id, width, height in images:
+                w.write(image_id, width, height, [])
     sizes = sorted({e['images'] for e in manifest['shards']})
     print(f'{a.out}: {manifest["num_images"]} images in {a.num_shards} shards of '
           f'{"/".join(map(str, sizes))} images; manifest {os.path.join(a.out, "manifest.json")}')

@@ -11,7 +11,7 @@ image_scale = (256, 256)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True, poly2mask=True),
-    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='RandomResize', scale=[(224, 224), (320, 320)], keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
@@ -27,8 +27,8 @@ val_dataloader = dict(
     num_workers=0, persistent_workers=False,
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_cfg = None
-val_dataloader = None
+val_evaluator = dict(data_root=data_root)
+test_evaluator = val_evaluator
 default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=200, max_keep_ckpts=2))

@@ -56,3 +56,14 @@ val_dataloader = dict(
         pipeline=test_pipeline,
         backend_args=backend_args))
 test_dataloader = val_dataloader
+
+# The challenge metric on the held-out images, from Google's raw validation files (the held-out images are
+# those the val dataloader feeds it). Hierarchy and class list default to the ones shipped in data/.
+val_evaluator = dict(
+    type='OIDChallengeMetric',
+    data_root=data_root,
+    masks_csv='challenge-2019-validation-segmentation-masks.csv',
+    masks_dir='',  # holds validation-masks-{0..f}/
+    bbox_csv='challenge-2019-validation-segmentation-bbox.csv',
+    labels_csv='challenge-2019-validation-segmentation-labels.csv')
+test_evaluator = val_evaluator

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# The whole pipeline end to end on a synthetic dataset in the official formats, on CPU:
+#   1 data      synthetic train/validation/test download
+#   2 prepare   leaf + parent annotation files, leaf/parent rebalancing, validation and test shards
+#   3 train     two slim leaf models (seeds 0 and 1) and one slim parent model
+#   4 infer     TTA ensembles (leaf: 2 models x 2 scales x flip; parent: 1 x 2 x flip) and single leaf
+#               models over the validation and test shards (scripts/test_shards.sh)
+#   5 post      scripts/postprocess.sh: expansion, mask NMS, leaf + parent combine, validation
+#   6 evaluate  the challenge metric on the validation split for every model and combination
+#   7 report    DEMO_DIR/report.md (table, stage times, pictures)
+# A finished stage is not redone (its marker DEMO_DIR/.done/<stage>); delete DEMO_DIR to start over.
+# Sizes come from the environment (the test runs a shrunken demo through this same script):
+#   DEMO_DIR (work_dirs/demo) TRAIN_IMAGES (200) VAL_IMAGES (50) TEST_IMAGES (50) LEAF_ITERS (300)
+#   PARENT_ITERS (200) NUM_SHARDS (2) SEED (0) PYTHON (.venv/bin/python if present, else python)
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+DEMO_DIR=${DEMO_DIR:-work_dirs/demo}
+TRAIN_IMAGES=${TRAIN_IMAGES:-200}
+VAL_IMAGES=${VAL_IMAGES:-50}
+TEST_IMAGES=${TEST_IMAGES:-50}
+LEAF_ITERS=${LEAF_ITERS:-300}
+PARENT_ITERS=${PARENT_ITERS:-200}
+NUM_SHARDS=${NUM_SHARDS:-2}
+SEED=${SEED:-0}
+if [[ -z ${PYTHON:-} ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
+export PYTHONWARNINGS=ignore
+
+mkdir -p "$DEMO_DIR/.done"
+DEMO_DIR=$(cd "$DEMO_DIR" && pwd)
+DATA=$DEMO_DIR/data
+ANN=$DATA/annotations
+TIMES=$DEMO_DIR/stage_times.tsv
+LEAF_CFG=configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py
+PARENT_CFG=configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-parent.py
+HIERARCHY=data/challenge-2019-label300-segmentable-hierarchy.json
+CLASSES=data/challenge-2019-classes-description-segmentable.csv
+VIEWS=(--scales 256,256 320,320 --flip)
+COMMON=(--score-thr 0.0 --max-per-img 100)
+
+# stage NAME DESCRIPTION: run stage_NAME once, timing it into stage_times.tsv.
+stage() {
+  local name=$1 description=$2
+  if [[ -f $DEMO_DIR/.done/$name ]]; then
+    echo "== [$name] $description: done before, reused"
+    return
+  fi
+  echo "== [$name] $description"
+  local start ms
+  start=$(date +%s%N)
+  "stage_$name"
+  ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  printf '%s\t%s\t%d.%03d\n' "$name" "$description" $((ms / 1000)) $((ms % 1000)) >> "$TIMES"
+  touch "$DEMO_DIR/.done/$name"
+}
+
+stage_data() {
+  "$PYTHON" -m util.synthetic --out "$DATA" --seed "$SEED" \
+    --train "$TRAIN_IMAGES" --val "$VAL_IMAGES" --test "$TEST_IMAGES"
+}
+
+stage_prepare() {
+  local subset
+  for subset in leaf parent; do
+    "$PYTHON" -m util.build_annotations --subset "$subset" --img-root "$DATA" \
+      --masks-csv "$DATA/challenge-2019-train-segmentation-masks.csv" --out "$ANN/$subset-train.pkl"
+    "$PYTHON" -m util.build_annotations --subset "$subset" --img-root "$DATA" \
+      --masks-csv "$DATA/challenge-2019-validation-segmentation-masks.csv" --out "$ANN/$subset-val.pkl"
+    "$PYTHON" -m util.rebalance "$ANN/$subset-train.pkl" --preset "$subset" --rounds 7 --seed "$SEED" \
+      --out "$ANN/$subset-train-balanced.npy" --report "$ANN/$subset-rebalance"
+  done
+  "$PYTHON" -m util.shards --images-dir "$DATA/validation" --num-shards "$NUM_SHARDS" \
+    --out "$ANN/val-shards" --id-list "$ANN/val-ids.csv"
+  "$PYTHON" -m util.shards --sample-csv "$DATA/sample_empty_submission.csv" --num-shards "$NUM_SHARDS" \
+    --out "$ANN/test-shards"
+  "$PYTHON" -m util.draw_annotations "$ANN/leaf-val.pkl" --img-root "$DATA" --out "$DEMO_DIR/pictures/gt" --limit 4
+}
+
+# train NAME CONFIG ITERS SEED
+train() {
+  "$PYTHON" tools/train.py "$2" --work-dir "$DEMO_DIR/models/$1" --resume --cfg-options \
+    data_root="$DATA/" train_dataloader.dataset.data_root="$DATA/" val_dataloader.dataset.data_root="$DATA/" \
+    train_cfg.max_iters="$3" train_cfg.val_interval="$3" randomness.seed="$4" \
+    default_hooks.checkpoint.interval="$3" val_evaluator.data_root="$DATA/"
+}
+
+stage_train() {
+  train leaf-a "$LEAF_CFG" "$LEAF_ITERS" "$SEED"
+  train leaf-b "$LEAF_CFG" "$LEAF_ITERS" "$((SEED + 1))"
+  train parent "$PARENT_CFG" "$PARENT_ITERS" "$SEED"
+}
+
+checkpoint() { cat "$DEMO_DIR/models/$1/last_checkpoint"; }
+
+images_of() { if [[ $1 == val ]]; then echo "$DATA/validation"; else echo "$DATA/test"; fi; }
+ids_of() { if [[ $1 == val ]]; then echo "$ANN/val-ids.csv"; else echo "$DATA/sample_empty_submission.csv"; fi; }
+
+# infer SPLIT NAME ENSEMBLE_ARGS...: results of one model combination over one split's shards.
+infer() {
+  local split=$1 name=$2
+  shift 2
+  scripts/test_shards.sh --out-dir "$DEMO_DIR/results/$split/$name" --images-dir "$(images_of "$split")" \
+    --shards-dir "$ANN/$split-shards" --gpus 0 --workers 1 --ext .jsonl.gz --python "$PYTHON" \
+    -- "$@" "${COMMON[@]}"
+}
+
+stage_infer() {
+  local split
+  for split in val test; do
+    infer "$split" leaf --configs "$LEAF_CFG" "$LEAF_CFG" \
+      --checkpoints "$(checkpoint leaf-a)" "$(checkpoint leaf-b)" "${VIEWS[@]}"
+    infer "$split" parent --configs "$PARENT_CFG" --checkpoints "$(checkpoint parent)" "${VIEWS[@]}"
+  done
+  infer val leaf-a --configs "$LEAF_CFG" --checkpoints "$(checkpoint leaf-a)" --scales 256,256
+  infer val leaf-b --configs "$LEAF_CFG" --checkpoints "$(checkpoint leaf-b)" --scales 256,256
+}
+
+# to_csv SPLIT NAME: merge a model's result shards into one submission CSV of the split.
+to_csv() {
+  local split=$1 name=$2 shards=() f
+  for f in "$DEMO_DIR/results/$split/$name"/*.jsonl.gz; do
+    "$PYTHON" -m util.results_to_submission "$f" -o "$DEMO_DIR/post/$split-$name/$(basename "$f" .jsonl.gz).csv"
+    shards+=("$DEMO_DIR/post/$split-$name/$(basename "$f" .jsonl.gz).csv")
+  done
+  "$PYTHON" -m util.merge_submissions "${shards[@]}" --ids "$(ids_of "$split")" -o "$DEMO_DIR/submissions/$split-$name.csv"
+}
+
+stage_post() {
+  local split
+  for split in val test; do
+    scripts/postprocess.sh --leaf-results "$DEMO_DIR/results/$split/leaf" \
+      --parent-results "$DEMO_DIR/results/$split/parent" --ids "$(ids_of "$split")" --work "$DEMO_DIR/post/$split" \
+      --out "$DEMO_DIR/submissions/$split-final.csv" --python "$PYTHON"
+  done
+  cp "$DEMO_DIR/submissions/test-final.csv" "$DEMO_DIR/submission.csv"
+  local name
+  for name in leaf-a leaf-b leaf; do to_csv val "$name"; done
+  "$PYTHON" -m util.expand "$DEMO_DIR/submissions/val-leaf.csv" -o "$DEMO_DIR/submissions/val-leaf-expanded.csv"
+}
+
+evaluate() {
+  local name=$1
+  shift
+  "$PYTHON" -m util.evaluate --submission "$DEMO_DIR/submissions/val-$name.csv" \
+    --masks-csv "$DATA/challenge-2019-validation-segmentation-masks.csv" --masks-dir "$DATA" \
+    --bbox-csv "$DATA/challenge-2019-validation-segmentation-bbox.csv" \
+    --labels-csv "$DATA/challenge-2019-validation-segmentation-labels.csv" \
+    --hierarchy "$HIERARCHY" --classes "$CLASSES" --images-dir "$DATA/validation" "$@" \
+    | tee "$DEMO_DIR/eval/$name.txt"
+}
+
+stage_evaluate() {
+  mkdir -p "$DEMO_DIR/eval"
+  local name
+  for name in leaf-a leaf-b leaf leaf-expanded; do evaluate "$name"; done
+  evaluate final --per-class "$DEMO_DIR/eval/final-per-class.csv" --plots "$DEMO_DIR/pictures/eval"
+  "$PYTHON" -m util.draw_predictions "$DEMO_DIR/submissions/val-final.csv" --annotations "$ANN/leaf-val.pkl" \
+    --img-root "$DATA" --out "$DEMO_DIR/pictures/predictions" --limit 4 --score-thr 0.5
+}
+
+stage_report() {
+  "$PYTHON" tools/demo_report.py "$DEMO_DIR"
+}
+
+printf '{"train_images": %d, "val_images": %d, "test_images": %d, "leaf_iters": %d, "parent_iters": %d, "num_shards": %d, "seed": %d}\n' \
+  "$TRAIN_IMAGES" "$VAL_IMAGES" "$TEST_IMAGES" "$LEAF_ITERS" "$PARENT_ITERS" "$NUM_SHARDS" "$SEED" > "$DEMO_DIR/settings.json"
+stage data "synthetic dataset in the official formats"
+stage prepare "annotation files, rebalancing, shards"
+stage train "two slim leaf models and one slim parent model"
+stage infer "TTA ensembles and single models over the validation and test shards"
+stage post "expansion, mask NMS, combine, validation"
+stage evaluate "challenge metric on the validation split"
+rm -f "$DEMO_DIR/.done/report"
+stage report "report"
+cat "$DEMO_DIR/report-table.md"
+echo "report: $DEMO_DIR/report.md   submission: $DEMO_DIR/submission.csv"

@@ -1,0 +1,104 @@
+"""Write the demo's report: ``python tools/demo_report.py DEMO_DIR`` -> DEMO_DIR/report.md (+ report-table.md).
+
+It only reads what the demo's stages left behind: the metric's output per submission (``eval/*.txt``, last
+line ``mAP@0.5IOU=...``), the stage times, the settings and the pictures.
+"""
+import argparse
+import csv
+import glob
+import json
+import os
+
+ROWS = [  # (eval file, what it is)
+    ('leaf-a', 'leaf model A (seed 0), single scale, no flip'),
+    ('leaf-b', 'leaf model B (seed 1), single scale, no flip'),
+    ('leaf', 'leaf ensemble: 2 models x 2 scales x flip'),
+    ('leaf-expanded', 'leaf ensemble, detections copied to their ancestors'),
+    ('final', 'final: leaf ensemble + parent model (expansion, mask NMS, combine)'),
+]
+
+
+def read_map(path):
+    with open(path) as f:
+        last = [line for line in f.read().splitlines() if line.strip()][-1]
+    key, _, value = last.partition('=')
+    if key != 'mAP@0.5IOU':
+        raise ValueError(f'{path}: last line is not mAP@0.5IOU=...')
+    return float(value)
+
+
+def results_table(demo_dir):
+    lines = ['| submission (validation split) | mAP@0.5IOU |', '|---|---:|']
+    scores = {}
+    for name, what in ROWS:
+        path = os.path.join(demo_dir, 'eval', f'{name}.txt')
+        if os.path.exists(path):
+            scores[name] = read_map(path)
+            lines.append(f'| {what} | {scores[name]:.4f} |')
+    return '\n'.join(lines) + '\n', scores
+
+
+def times_table(demo_dir):
+    lines = ['| stage | what | seconds |', '|---|---|---:|']
+    total = 0.0
+    with open(os.path.join(demo_dir, 'stage_times.tsv'), newline='') as f:
+        for name, what, seconds in csv.reader(f, delimiter='\t'):
+            lines.append(f'| {name} | {what} | {float(seconds):.0f} |')
+            total += float(seconds)
+    lines.append(f'| all | | {total:.0f} |')
+    return '\n'.join(lines) + '\n'
+
+
+def pictures(demo_dir, pattern, title):
+    paths = sorted(glob.glob(os.path.join(demo_dir, pattern)))
+    if not paths:
+        return ''
+    body = '\n'.join(f'![{os.path.basename(p)}]({os.path.relpath(p, demo_dir)})' for p in paths)
+    return f'### {title}\n\n{body}\n\n'
+
+
+def write_report(demo_dir):
+    table, scores = results_table(demo_dir)
+    settings_path = os.path.join(demo_dir, 'settings.json')
+    settings = json.load(open(settings_path)) if os.path.exists(settings_path) else {}
+    checks = []
+    if 'final' in scores:
+        checks.append(f'- final submission mAP {scores["final"]:.4f} (target >= 0.3: '
+                      f'{"met" if scores["final"] >= 0.3 else "NOT met"})')
+    if {'leaf', 'leaf-a', 'leaf-b'} <= scores.keys():
+        best = max(scores['leaf-a'], scores['leaf-b'])
+        checks.append(f'- leaf ensemble {scores["leaf"]:.4f} vs best single leaf model {best:.4f} '
+                      f'({"at least as high" if scores["leaf"] >= best else "LOWER"})')
+    report = ['# Demo report\n',
+              'The whole pipeline on a synthetic dataset in the official Open Images formats, on CPU: '
+              'slim Cascade Mask R-CNN models (`configs/tiny/`), the TTA ensemble tester, the post-processing '
+              'chain and the challenge metric. Settings: '
+              + ', '.join(f'{k}={v}' for k, v in settings.items()) + '.\n',
+              '## Validation mAP (the challenge metric)\n', table,
+              'The leaf-only rows score 0 on the parent classes the metric expands the ground truth to; '
+              'the expansion and the parent model recover them.\n',
+              *[c + '\n' for c in checks], '\n## Time per stage\n', times_table(demo_dir),
+              '\n## Pictures\n\n',
+              pictures(demo_dir, 'pictures/predictions/*.png', 'Ground truth (left) and final predictions '
+                       'with score >= 0.5 (right), validation images'),
+              pictures(demo_dir, 'pictures/eval/ap_per_class.png', 'AP per class, final submission'),
+              pictures(demo_dir, 'pictures/eval/pr_curves_*.png', 'Precision-recall curves, final submission'),
+              pictures(demo_dir, 'data/annotations/leaf-rebalance.png', 'Leaf rebalancing: images per class '
+                       'before and after')]
+    with open(os.path.join(demo_dir, 'report.md'), 'w') as f:
+        f.write('\n'.join(report))
+    with open(os.path.join(demo_dir, 'report-table.md'), 'w') as f:
+        f.write(table + ''.join(c + '\n' for c in checks))
+    return scores
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('demo_dir')
+    args = p.parse_args(argv)
+    write_report(args.demo_dir)
+    print(f'wrote {os.path.join(args.demo_dir, "report.md")}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,96 @@
+"""Draw a submission's predictions next to the ground truth of the same images: the by-eye check of a model.
+
+Each PNG is two panels, ground truth (from an annotation file) on the left and the submission's detections
+at or above ``--score-thr`` on the right, in one colour per class (the same in both panels).
+
+    python -m util.draw_predictions submission.csv --annotations ann/leaf-val.pkl --img-root D \\
+        --out work_dirs/pictures --limit 4 --score-thr 0.5
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+from PIL import Image
+
+from .annotations import load_annotations
+from .atomic import AtomicWriter
+from .cli import DataError, run
+from .draw_annotations import draw_item
+from .hierarchy import load_default
+from .mask_codec import decode_rle, encoded_to_rle
+from .submission import iter_submission
+
+
+def _tight_box(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return [0.0, 0.0, 0.0, 0.0]
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def prediction_item(row, rank: dict[str, int], score_thr: float) -> dict:
+    """A submission row as an annotation item (labels index ``rank``, boxes from the masks)."""
+    instances = []
+    for label, score, encoded in row.detections:
+        if score < score_thr:
+            continue
+        if label not in rank:
+            raise DataError(f'image {row.image_id}: unknown label {label}')
+        rle = encoded_to_rle(encoded, row.height, row.width)
+        instances.append({'bbox': _tight_box(decode_rle(rle)), 'bbox_label': rank[label], 'mask': rle})
+    return {'img_id': row.image_id, 'instances': instances}
+
+
+def side_by_side(left: Image.Image, right: Image.Image, gap: int = 6) -> Image.Image:
+    out = Image.new('RGB', (left.width + gap + right.width, max(left.height, right.height)), (255, 255, 255))
+    out.paste(left, (0, 0))
+    out.paste(right, (left.width + gap, 0))
+    return out
+
+
+def draw_predictions(submission: str, annotations: str, img_root: str, out_dir: str, limit: int = 4,
+                     score_thr: float = 0.5) -> list[str]:
+    """Write up to ``limit`` side-by-side PNGs for images present in both files; returns their paths."""
+    h = load_default()
+    rank = h.rank
+    names = [h.name(m) for m in h.order]
+    ann = load_annotations(annotations)
+    ann_mids = ann['metainfo']['mids']
+    gt = {item['img_id']: item for item in ann['data_list']}
+    written = []
+    os.makedirs(out_dir, exist_ok=True)
+    for row in iter_submission(submission):
+        if len(written) >= limit:
+            break
+        item = gt.get(row.image_id)
+        if item is None:
+            continue
+        gt_item = {'img_id': item['img_id'], 'instances': [
+            dict(inst, bbox_label=rank[ann_mids[inst['bbox_label']]]) for inst in item['instances']]}
+        image = Image.open(os.path.join(img_root, item['img_path'])).convert('RGB')
+        picture = side_by_side(draw_item(image, gt_item, names),
+                               draw_item(image, prediction_item(row, rank, score_thr), names))
+        path = os.path.join(out_dir, f'{row.image_id}.png')
+        with AtomicWriter(path, 'wb') as f:
+            picture.save(f, format='PNG')
+        written.append(path)
+    return written
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog='python -m util.draw_predictions', description=__doc__.split('\n\n')[0])
+    p.add_argument('submission', help='Kaggle-format submission CSV')
+    p.add_argument('--annotations', required=True, help='annotation file with the ground truth (.pkl/.json)')
+    p.add_argument('--img-root', required=True, help='folder the annotation img_path entries are relative to')
+    p.add_argument('--out', required=True, help='folder for the PNGs')
+    p.add_argument('--limit', type=int, default=4)
+    p.add_argument('--score-thr', type=float, default=0.5)
+    args = p.parse_args(argv)
+    paths = draw_predictions(args.submission, args.annotations, args.img_root, args.out, args.limit, args.score_thr)
+    print(f'wrote {len(paths)} pictures to {args.out}')
+
+
+if __name__ == '__main__':
+    raise SystemExit(run(main))
