@@ -48,7 +48,8 @@ def cross_view_nms(boxes: np.ndarray, scores: np.ndarray, view_ids: np.ndarray, 
 
 def merge_proposals(boxes: Sequence[torch.Tensor], scores: Sequence[torch.Tensor], iou_thr: float = 0.7,
                     max_num: int = 1000, within_views: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-view proposals (original-image boxes N_v x 4, scores N_v) -> (boxes K x 4, scores K), best first."""
+    """Per-view proposals (original-image boxes N_v x 4, scores N_v) -> (boxes K x 4, scores K),
+    best first."""
     all_boxes, all_scores = torch.cat(list(boxes)), torch.cat(list(scores))
     if len(all_boxes) == 0:
         return all_boxes, all_scores

@@ -5,6 +5,7 @@ shard (its results file exists) is not recomputed; an interrupted one (``.partia
 after the last complete image, and the finished file has the same bytes as an uninterrupted run.
 Every input is checked before any model is built, so a bad path fails in seconds, naming the file.
 
+    ensemble_test(configs, checkpoints, ann_file, images_dir, out, shard=None, ...)   the whole run
     load_models(configs, checkpoints, device)      -> detectors (mmdet's init_detector)
     select_shard(data_list, index, count)          -> the index-th of count consecutive shards
     run_shard(ensemble, data_list, images_dir, out, classes)
@@ -42,7 +43,9 @@ def load_models(configs: Sequence[str], checkpoints: Sequence[str], device: str 
 
     from ..launch import load_config
     check_files(configs, checkpoints)
-    return [init_detector(load_config(c), w, device=device) for c, w in zip(configs, checkpoints)]
+    # A palette given: init_detector neither warns about it nor builds the test dataset to look for one.
+    return [init_detector(load_config(c), w, device=device, palette='random')
+            for c, w in zip(configs, checkpoints)]
 
 
 def select_shard(data_list: list, index: int, count: int) -> list:
@@ -124,7 +127,10 @@ def ensemble_test(configs: Sequence[str], checkpoints: Sequence[str], ann_file: 
     models = load_models(configs, checkpoints, device)
     if scales is None:
         scales = [config_test_scale(models[0].cfg)]
-    ensemble = EnsembleTTA(models, scales, **ensemble_kwargs)
+    try:
+        ensemble = EnsembleTTA(models, scales, **ensemble_kwargs)
+    except ValueError as e:       # models that cannot be ensembled, bad weights
+        raise DataError(str(e)) from None
     return run_shard(ensemble, data_list, images_dir, out, doc['metainfo']['mids'], progress)
 
 

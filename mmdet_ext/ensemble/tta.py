@@ -67,9 +67,11 @@ class EnsembleTTA:
     """K detectors x V views -> one set of boxes, scores, labels and full-size masks per image.
 
     ``scales``: Resize scales of the views (the config's test scale gives its single-model view);
-    ``flip`` adds the mirror of each. ``weights``: one per model (default equal). ``score_thr``,
-    ``max_per_img``, ``nms_iou`` and ``mask_thr`` default to the first model's ``test_cfg.rcnn``.
-    ``proposals_within_views``: see ``proposals.merge_proposals``.
+    ``flip`` adds the mirror of each. Views are made once per image with the first model's test pipeline;
+    each model normalises and pads them with its own data_preprocessor. ``weights``: one per model
+    (default equal), for the averages of steps 2 and 3 (the proposal merge ranks by RPN score alone).
+    ``score_thr``, ``max_per_img``, ``nms_iou`` and ``mask_thr`` default to the first model's
+    ``test_cfg.rcnn``. ``proposals_within_views``: see ``proposals.merge_proposals``.
     """
 
     def __init__(self, models: Sequence[torch.nn.Module], scales: Sequence[Sequence[int]],
@@ -87,12 +89,14 @@ class EnsembleTTA:
         if not self.specs:
             raise ValueError('no views: give at least one scale')
         total = sum(weights) * len(self.specs)
-        self.view_weights = [w / total for w in weights]
+        self.view_share = [w / total for w in weights]      # of each view of model k; all sum to 1
         self.view_maker = ViewMaker(self.models[0].cfg, self.specs)
         rcnn = self.models[0].test_cfg.rcnn
         self.max_proposals, self.proposal_iou = max_proposals, proposal_iou
         self.proposals_within_views = proposals_within_views
-        self.nms_cfg = dict(rcnn.nms, iou_threshold=nms_iou if nms_iou is not None else rcnn.nms.iou_threshold)
+        self.nms_cfg = dict(rcnn.nms)
+        if nms_iou is not None:
+            self.nms_cfg['iou_threshold'] = nms_iou
         self.score_thr = rcnn.score_thr if score_thr is None else score_thr
         self.max_per_img = rcnn.max_per_img if max_per_img is None else max_per_img
         self.mask_thr = rcnn.mask_thr_binary if mask_thr is None else mask_thr
@@ -115,7 +119,7 @@ class EnsembleTTA:
         """Normalise and pad each view with each model's data_preprocessor; backbone + neck once each."""
         out = []
         with self.timer('features'):
-            for model, weight in zip(self.models, self.view_weights):
+            for model, weight in zip(self.models, self.view_share):
                 for view in views:
                     sample = DetDataSample(metainfo=view.metainfo)
                     data = model.data_preprocessor({'inputs': [view.inputs], 'data_samples': [sample]}, False)

@@ -1,0 +1,86 @@
+"""Test one shard with a test-time-augmented ensemble of detectors; write a results file.
+
+    python tools/ensemble_test.py --configs C1.py C2.py --checkpoints W1.pth W2.pth [--weights 1 1] \
+        --scales 1333,800 1600,960 --flip --score-thr 0 --max-per-img 120 \
+        --images-dir DIR (--ann-file shard.pkl | --ann-file all.pkl --shard I/N) --out R.jsonl.gz \
+        [--device cpu|cuda:0]
+
+The results file (``util.results_io``) appears only when the shard is complete; an interrupted run
+(Ctrl-C, SIGTERM, crash) leaves ``OUT.partial`` and the same command resumes it; an existing OUT is
+skipped. One process per GPU: run shards in parallel with ``scripts/test_shards.sh``.
+"""
+import argparse
+import signal
+import sys
+import warnings
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+
+import mmdet_ext  # noqa: E402,F401  (registers the project's modules and the checkpoint loader)
+from mmdet_ext.ensemble.runner import ensemble_test  # noqa: E402
+from util.cli import run  # noqa: E402
+
+
+def scale(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r}: expected LONG,SHORT such as 1333,800') from None
+    return w, h
+
+
+def shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split('/'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r}: expected I/N such as 0/25 (I counts from 0)') from None
+    return i, n
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--configs', nargs='+', required=True, help='one config per model')
+    p.add_argument('--checkpoints', nargs='+', required=True, help='one checkpoint per config, same order')
+    p.add_argument('--weights', nargs='+', type=float, 
+                   help='per-model weights of the averages (default equal)')
+    p.add_argument('--scales', nargs='+', type=scale, help='view scales LONG,SHORT (default: the first '
+                   "config's test scale)")
+    p.add_argument('--flip', action='store_true', help='add the mirror of every scale')
+    p.add_argument('--score-thr', type=float, help="default: the first config's test_cfg.rcnn.score_thr")
+    p.add_argument('--max-per-img', type=int, help="default: the first config's test_cfg.rcnn.max_per_img")
+    p.add_argument('--nms-iou', type=float, help='per-class NMS IoU of the detections (default: config)')
+    p.add_argument('--mask-thr', type=float, help='mask probability threshold (default: config, 0.5)')
+    p.add_argument('--max-proposals', type=int, default=1000, help='shared proposals kept (default 1000)')
+    p.add_argument('--proposal-iou', type=float, default=0.7, help='IoU of the proposal merge (default 0.7)')
+    p.add_argument('--proposal-nms', choices=('across-views', 'all'), default='across-views',
+                   help="'across-views': a view's own proposals are not pruned again (default); "
+                        "'all': plain NMS over every view's proposals")
+    p.add_argument('--images-dir', required=True, help="folder of the annotation file's img_path")
+    p.add_argument('--ann-file', required=True,
+                   help='test annotation file (.pkl/.json): one shard, or all images with --shard')
+    p.add_argument('--shard', type=shard, help='I/N: test only the I-th (from 0) of N consecutive shards')
+    p.add_argument('--out', required=True, help='results file (.jsonl, or .jsonl.gz for gzip)')
+    p.add_argument('--device', default='cpu', help='cpu or cuda:0 (one GPU per process)')
+    p.add_argument('--no-progress', action='store_true')
+    return p.parse_args(argv)
+
+
+def _stop_on_sigterm(signum, frame):
+    # Batch schedulers stop jobs with SIGTERM: unwind normally so the .partial file is flushed and closed.
+    sys.exit(128 + signum)
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    status = ensemble_test(
+        a.configs, a.checkpoints, a.ann_file, a.images_dir, a.out, shard=a.shard, device=a.device,
+        scales=a.scales, progress=not a.no_progress, flip=a.flip, weights=a.weights,
+        score_thr=a.score_thr, max_per_img=a.max_per_img, nms_iou=a.nms_iou, mask_thr=a.mask_thr,
+        max_proposals=a.max_proposals, proposal_iou=a.proposal_iou,
+        proposals_within_views=a.proposal_nms == 'all')
+    print(f'{a.out}: {"already finished, skipped" if status == "skipped" else status}')
+
+
+if __name__ == '__main__':
+    sys.exit(run(main))
