@@ -38,7 +38,7 @@ PARENT_CFG=configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-parent.py
 HIERARCHY=data/challenge-2019-label300-segmentable-hierarchy.json
 CLASSES=data/challenge-2019-classes-description-segmentable.csv
 VIEWS=(--scales 256,256 320,320 --flip)
-COMMON=(--score-thr 0.0 --max-per-img 100)
+COMMON=(--score-thr 0.0 --max-per-img 30)
 
 # stage NAME DESCRIPTION: run stage_NAME once, timing it into stage_times.tsv.
 stage() {
@@ -71,10 +71,12 @@ stage_prepare() {
     "$PYTHON" -m util.rebalance "$ANN/$subset-train.pkl" --preset "$subset" --rounds 7 --seed "$SEED" \
       --out "$ANN/$subset-train-balanced.npy" --report "$ANN/$subset-rebalance"
   done
-  "$PYTHON" -m util.shards --images-dir "$DATA/validation" --num-shards "$NUM_SHARDS" \
-    --out "$ANN/val-shards" --id-list "$ANN/val-ids.csv"
-  "$PYTHON" -m util.shards --sample-csv "$DATA/sample_empty_submission.csv" --num-shards "$NUM_SHARDS" \
-    --out "$ANN/test-shards"
+  for subset in leaf parent; do  # the same shards, with each model family's class list
+    "$PYTHON" -m util.shards --images-dir "$DATA/validation" --num-shards "$NUM_SHARDS" --subset "$subset" \
+      --out "$ANN/val-shards-$subset" --id-list "$ANN/val-ids.csv"
+    "$PYTHON" -m util.shards --sample-csv "$DATA/sample_empty_submission.csv" --num-shards "$NUM_SHARDS" \
+      --subset "$subset" --out "$ANN/test-shards-$subset"
+  done
   "$PYTHON" -m util.draw_annotations "$ANN/leaf-val.pkl" --img-root "$DATA" --out "$DEMO_DIR/pictures/gt" --limit 4
 }
 
@@ -82,7 +84,8 @@ stage_prepare() {
 train() {
   "$PYTHON" tools/train.py "$2" --work-dir "$DEMO_DIR/models/$1" --resume --cfg-options \
     data_root="$DATA/" train_dataloader.dataset.data_root="$DATA/" val_dataloader.dataset.data_root="$DATA/" \
-    train_cfg.max_iters="$3" train_cfg.val_interval="$3" randomness.seed="$4" \
+    train_cfg.max_iters="$3" train_cfg.val_interval="$3" "param_scheduler.1.milestones=[$(($3 * 8 / 10))]" \
+    randomness.seed="$4" \
     default_hooks.checkpoint.interval="$3" val_evaluator.data_root="$DATA/"
 }
 
@@ -97,24 +100,24 @@ checkpoint() { cat "$DEMO_DIR/models/$1/last_checkpoint"; }
 images_of() { if [[ $1 == val ]]; then echo "$DATA/validation"; else echo "$DATA/test"; fi; }
 ids_of() { if [[ $1 == val ]]; then echo "$ANN/val-ids.csv"; else echo "$DATA/sample_empty_submission.csv"; fi; }
 
-# infer SPLIT NAME ENSEMBLE_ARGS...: results of one model combination over one split's shards.
+# infer SPLIT NAME SUBSET ENSEMBLE_ARGS...: results of one model combination over one split's shards.
 infer() {
-  local split=$1 name=$2
-  shift 2
+  local split=$1 name=$2 subset=$3
+  shift 3
   scripts/test_shards.sh --out-dir "$DEMO_DIR/results/$split/$name" --images-dir "$(images_of "$split")" \
-    --shards-dir "$ANN/$split-shards" --gpus 0 --workers 1 --ext .jsonl.gz --python "$PYTHON" \
+    --shards-dir "$ANN/$split-shards-$subset" --gpus 0 --workers 1 --ext .jsonl.gz --python "$PYTHON" \
     -- "$@" "${COMMON[@]}"
 }
 
 stage_infer() {
   local split
   for split in val test; do
-    infer "$split" leaf --configs "$LEAF_CFG" "$LEAF_CFG" \
+    infer "$split" leaf leaf --configs "$LEAF_CFG" "$LEAF_CFG" \
       --checkpoints "$(checkpoint leaf-a)" "$(checkpoint leaf-b)" "${VIEWS[@]}"
-    infer "$split" parent --configs "$PARENT_CFG" --checkpoints "$(checkpoint parent)" "${VIEWS[@]}"
+    infer "$split" parent parent --configs "$PARENT_CFG" --checkpoints "$(checkpoint parent)" "${VIEWS[@]}"
   done
-  infer val leaf-a --configs "$LEAF_CFG" --checkpoints "$(checkpoint leaf-a)" --scales 256,256
-  infer val leaf-b --configs "$LEAF_CFG" --checkpoints "$(checkpoint leaf-b)" --scales 256,256
+  infer val leaf-a leaf --configs "$LEAF_CFG" --checkpoints "$(checkpoint leaf-a)" --scales 256,256
+  infer val leaf-b leaf --configs "$LEAF_CFG" --checkpoints "$(checkpoint leaf-b)" --scales 256,256
 }
 
 # to_csv SPLIT NAME: merge a model's result shards into one submission CSV of the split.

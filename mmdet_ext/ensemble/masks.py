@@ -29,3 +29,31 @@ def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: in
                                         skip_empty=device.type == 'cpu')
         masks[(inds, ) + region] = pasted >= threshold
     return masks
+
+
+def class_mask_logits(mask_head: torch.nn.Module, mask_feats: torch.Tensor,
+                      labels: torch.Tensor) -> torch.Tensor:
+    """``FCNMaskHead.forward`` evaluated only at each box's own class: N x 28 x 28 logits.
+
+    The head's last layer is a 1 x 1 convolution with one output channel per class (275 for the leaf
+    model); the ensemble needs one channel per box, so that layer is applied as a per-box dot product
+    instead of computing every class and discarding all but one. Heads of another shape run in full.
+    """
+    conv = mask_head.conv_logits
+    rows = torch.arange(len(labels), device=labels.device)
+    if not isinstance(conv, torch.nn.Conv2d) or conv.kernel_size != (1, 1) or conv.groups != 1:
+        logits = mask_head(mask_feats)
+        return logits[rows, labels if logits.shape[1] > 1 else torch.zeros_like(labels)]
+    x = mask_feats
+    for layer in mask_head.convs:
+        x = layer(x)
+    if mask_head.upsample is not None:
+        x = mask_head.upsample(x)
+        if mask_head.upsample_method == 'deconv':
+            x = mask_head.relu(x)
+    channel = labels if conv.out_channels > 1 else torch.zeros_like(labels)
+    weight = conv.weight[channel, :, 0, 0]                       # N x C
+    logits = torch.einsum('nchw,nc->nhw', x, weight)
+    if conv.bias is not None:
+        logits = logits + conv.bias[channel][:, None, None]
+    return logits

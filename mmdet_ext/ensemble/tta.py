@@ -29,7 +29,7 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox2roi
 from mmengine.structures import InstanceData
 
-from .masks import paste_masks
+from .masks import class_mask_logits, paste_masks
 from .proposals import merge_proposals
 from .timing import StageTimer
 from .views import ViewImage, ViewMaker, view_specs
@@ -207,11 +207,10 @@ class EnsembleTTA:
         in the original image's orientation."""
         head = mv.model.roi_head
         rois = bbox2roi([mv.view.to_view(boxes)])
-        rows = torch.arange(len(boxes), device=boxes.device)
         stages = []
         for stage in range(head.num_stages):
-            logits = head._mask_forward(stage, mv.feats, rois)['mask_preds']
-            channel = labels if logits.shape[1] > 1 else torch.zeros_like(labels)
-            stages.append(logits[rows, channel].sigmoid())
+            extractor = head.mask_roi_extractor[stage]
+            mask_feats = extractor(mv.feats[:extractor.num_inputs], rois)
+            stages.append(class_mask_logits(head.mask_head[stage], mask_feats, labels).sigmoid())
         probs = torch.stack(stages).mean(0)
         return probs.flip(-1) if mv.view.spec.flip else probs

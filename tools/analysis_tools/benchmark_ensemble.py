@@ -10,10 +10,14 @@ merging, not a larger proposal set.
         [--scales 256,256 320,320] [--flip] [--images-dir DIR | --num-images 10]
 
 Without checkpoints the models get random weights (seeds 0, 1, ...): timing does not need trained ones.
-The last line reads ``ensemble_s_per_img=... plain_views_s_per_img=... overhead_ratio=...``.
+Memory: the resident size is read after every image; its growth from the first half of the images to the
+end shows whether anything accumulates over a shard (it should stay flat).
+The last line reads ``ensemble_overhead_pct=... images_per_s=... peak_rss_mb=...`` (overhead: the
+ensemble's time over the sum of its views' plain predictions, minus 100%; negative = cheaper).
 """
 import argparse
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -69,6 +73,14 @@ def image_paths(args, workdir):
     return [os.path.join(folder, n) for n in sorted(os.listdir(folder))]
 
 
+def rss_mb() -> float:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024
+    return float('nan')
+
+
 def plain_views(ensemble, path):
     """Each model x view as mmdet's own single-model prediction on that view's input."""
     for model in ensemble.models:
@@ -99,10 +111,12 @@ def main(argv=None):
             timer.seconds.clear()
             ens_s = plain_s = 0.0
             detections = 0
+            rss = []
             for path in paths:
                 start = time.perf_counter()
                 detections += len(ensemble.predict(path))
                 ens_s += time.perf_counter() - start
+                rss.append(rss_mb())
                 start = time.perf_counter()
                 plain_views(ensemble, path)
                 plain_s += time.perf_counter() - start
@@ -115,8 +129,14 @@ def main(argv=None):
     print('ensemble stages, s/img:')
     for stage, seconds in timer.seconds.items():
         print(f'  {stage:<16} {seconds / n:8.4f}  ({100 * seconds / ens_s:4.1f}%)')
+    half = rss[:max(1, n // 2)]
     print(f'ensemble_s_per_img={ens_s / n:.4f} plain_views_s_per_img={plain_s / n:.4f} '
           f'overhead_ratio={ens_s / plain_s:.3f}')
+    print(f'rss_mb: after first half {max(half):.0f}, at end {rss[-1]:.0f} '
+          f'(growth {rss[-1] - max(half):+.0f} MB over {n - len(half)} images)')
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f'ensemble_overhead_pct={100 * (ens_s / plain_s - 1):.1f} images_per_s={n / ens_s:.3f} '
+          f'peak_rss_mb={peak:.0f}')
 
 
 if __name__ == '__main__':
