@@ -34,6 +34,9 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
+demo: setup
+	scripts/demo.sh
+
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 

@@ -85,6 +85,17 @@ def prepare_test_config(cfg: Config, checkpoint: str, out: str | None = None,
     return apply_device_defaults(cfg)
 
 
+def add_runner_args(parser) -> None:
+    """The options every runner entry point shares (mmdetection's names)."""
+    from mmengine.config import DictAction
+    parser.add_argument('--work-dir', help='where logs, checkpoints and metrics go '
+                                           '(default work_dirs/<config name>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value (lists as key="[a,b]")')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
 def set_local_rank(local_rank: int) -> None:
     """torch.distributed.launch passed --local-rank; torchrun sets LOCAL_RANK. Support both."""
     os.environ.setdefault('LOCAL_RANK', str(local_rank))

@@ -5,22 +5,17 @@ For the challenge's test-time-augmentation ensemble and sharded test runs use ``
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
 import mmdet_ext  # noqa: F401
-from mmdet_ext.launch import build_runner, load_config, prepare_test_config, set_local_rank
+from mmdet_ext.launch import add_runner_args, build_runner, load_config, prepare_test_config, set_local_rank
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Test (and evaluate) a detector')
     p.add_argument('config', help='test config file path')
-    p.add_argument('checkpoint', help='checkpoint file')
-    p.add_argument('--work-dir', help='where metrics and logs go')
+    p.add_argument('checkpoint', help='checkpoint file (or a work dir: its last checkpoint)')
     p.add_argument('--out', help='dump the raw predictions to this .pkl file')
     p.add_argument('--show-dir', help='draw predictions into this folder (under the work dir)')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_args(p)
     return p.parse_args(argv)
 
 

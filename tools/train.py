@@ -5,23 +5,18 @@ Multi-GPU / multi-node: ``tools/dist_train.sh`` (torchrun) or ``tools/slurm_trai
 import argparse
 import sys
 
-from mmengine.config import DictAction
-
 import mmdet_ext  # noqa: F401  (checkpoint fix, datasets, models)
-from mmdet_ext.launch import build_runner, load_config, prepare_train_config, set_local_rank
+from mmdet_ext.launch import add_runner_args, build_runner, load_config, prepare_train_config, set_local_rank
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train a detector')
     p.add_argument('config', help='train config file path')
-    p.add_argument('--work-dir', help='where logs and checkpoints go (default work_dirs/<config name>)')
     p.add_argument('--resume', nargs='?', const='auto',
                    help='resume from this checkpoint, or with no value from the latest one in the work dir')
     p.add_argument('--amp', action='store_true', help='mixed-precision training (falls back to fp32 on CPU)')
     p.add_argument('--auto-scale-lr', action='store_true', help='scale the LR to the actual batch size')
-    p.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, key=value')
-    p.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    p.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_args(p)
     return p.parse_args(argv)
 
 

@@ -1,4 +1,4 @@
-# A CPU schedule for the slim model on synthetic data: from scratch, SGD lr 0.02 for batch 2,
+# A CPU schedule for the slim model on synthetic data: from scratch, SGD lr 0.01 for batch 2,
 # 50-iteration warm-up, x0.1 for the last 20%, gradient clipping at 35.
 max_iters = 400
 val_interval = 400
@@ -12,6 +12,6 @@ param_scheduler = [
 ]
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001),
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001),
     clip_grad=dict(max_norm=35, norm_type=2))
 auto_scale_lr = dict(enable=False, base_batch_size=2)
