@@ -27,7 +27,8 @@ def test_shrunken_demo_end_to_end(tmp_path):
     for stage in ('data', 'prepare', 'train', 'infer', 'post', 'evaluate', 'report'):
         assert f'== [{stage}]' in out
     report = (demo / 'report.md').read_text()
-    maps = re.findall(r'\| ([^|]+) \| ([0-9.]+) \|', report)
+    table = report.split('## Validation mAP')[1].split('##')[0]
+    maps = re.findall(r'\| ([^|]+) \| ([0-9.]+) \|', table)
     assert len(maps) == 5 and all(0.0 <= float(v) <= 1.0 for _, v in maps)
     assert '## Time per stage' in report and '![' in report
     for picture in re.findall(r'!\[[^\]]*\]\(([^)]+)\)', report):
