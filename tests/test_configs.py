@@ -25,6 +25,11 @@ def test_config_loads_with_plugins(path):
     assert cfg.model.roi_head.type == 'OIDCascadeRoIHead'
     assert cfg.model.roi_head.num_classes == expected_classes(path)
     assert cfg.train_cfg.type == 'IterBasedTrainLoop'
+    # Every dataloader reads the class subset the model predicts (the metric maps labels through it).
+    parent = expected_classes(path) == 23
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = cfg[loader].dataset.get('dataset', cfg[loader].dataset)
+        assert ('parent' in dataset.ann_file) == parent, (loader, dataset.ann_file)
 
 
 @pytest.mark.parametrize('path', MODEL_CONFIGS, ids=os.path.basename)
