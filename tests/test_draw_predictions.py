@@ -49,7 +49,7 @@ def test_unknown_label_is_a_one_line_error(synthetic_data, tmp_path):
                 [('/m/nope', 0.9, rle_to_encoded(item['instances'][0]['mask']))])
     proc = run_cli(['-m', 'util.draw_predictions', str(sub), '--annotations',
                     str(synthetic_data / 'annotations/leaf-val.pkl'), '--img-root', str(synthetic_data),
-                    '--out', str(tmp_path / 'p')], check=False)
+                    '--out', str(tmp_path / 'p'), '--all-classes'], check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f'error: image {item["img_id"]}: unknown label /m/nope'
     assert load_default().name('/m/01yrx') == 'Cat'

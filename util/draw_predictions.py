@@ -1,7 +1,9 @@
 """Draw a submission's predictions next to the ground truth of the same images: the by-eye check of a model.
 
 Each PNG is two panels, ground truth (from an annotation file) on the left and the submission's detections
-at or above ``--score-thr`` on the right, in one colour per class (the same in both panels).
+at or above ``--score-thr`` on the right, in one colour per class (the same in both panels). Only the
+annotation file's classes are drawn (a leaf file: leaf detections, not their copies on the ancestors, which
+would cover them); ``--all-classes`` draws every detection.
 
     python -m util.draw_predictions submission.csv --annotations ann/leaf-val.pkl --img-root D \\
         --out work_dirs/pictures --limit 4 --score-thr 0.5
@@ -30,11 +32,12 @@ def _tight_box(mask: np.ndarray) -> list[float]:
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
-def prediction_item(row, rank: dict[str, int], score_thr: float) -> dict:
-    """A submission row as an annotation item (labels index ``rank``, boxes from the masks)."""
+def prediction_item(row, rank: dict[str, int], score_thr: float, keep: set[str] | None = None) -> dict:
+    """A submission row as an annotation item (labels index ``rank``, boxes from the masks); only labels in
+    ``keep`` when given."""
     instances = []
     for label, score, encoded in row.detections:
-        if score < score_thr:
+        if score < score_thr or (keep is not None and label not in keep):
             continue
         if label not in rank:
             raise DataError(f'image {row.image_id}: unknown label {label}')
@@ -51,13 +54,14 @@ def side_by_side(left: Image.Image, right: Image.Image, gap: int = 6) -> Image.I
 
 
 def draw_predictions(submission: str, annotations: str, img_root: str, out_dir: str, limit: int = 4,
-                     score_thr: float = 0.5) -> list[str]:
+                     score_thr: float = 0.5, all_classes: bool = False) -> list[str]:
     """Write up to ``limit`` side-by-side PNGs for images present in both files; returns their paths."""
     h = load_default()
     rank = h.rank
     names = [h.name(m) for m in h.order]
     ann = load_annotations(annotations)
     ann_mids = ann['metainfo']['mids']
+    keep = None if all_classes else set(ann_mids)
     gt = {item['img_id']: item for item in ann['data_list']}
     written = []
     os.makedirs(out_dir, exist_ok=True)
@@ -71,7 +75,7 @@ def draw_predictions(submission: str, annotations: str, img_root: str, out_dir: 
             dict(inst, bbox_label=rank[ann_mids[inst['bbox_label']]]) for inst in item['instances']]}
         image = Image.open(os.path.join(img_root, item['img_path'])).convert('RGB')
         picture = side_by_side(draw_item(image, gt_item, names),
-                               draw_item(image, prediction_item(row, rank, score_thr), names))
+                               draw_item(image, prediction_item(row, rank, score_thr, keep), names))
         path = os.path.join(out_dir, f'{row.image_id}.png')
         with AtomicWriter(path, 'wb') as f:
             picture.save(f, format='PNG')
@@ -87,8 +91,10 @@ def main(argv=None) -> None:
     p.add_argument('--out', required=True, help='folder for the PNGs')
     p.add_argument('--limit', type=int, default=4)
     p.add_argument('--score-thr', type=float, default=0.5)
+    p.add_argument('--all-classes', action='store_true', help="also draw classes outside the annotation file's")
     args = p.parse_args(argv)
-    paths = draw_predictions(args.submission, args.annotations, args.img_root, args.out, args.limit, args.score_thr)
+    paths = draw_predictions(args.submission, args.annotations, args.img_root, args.out, args.limit,
+                             args.score_thr, args.all_classes)
     print(f'wrote {len(paths)} pictures to {args.out}')
 
 
