@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import resource
 import sys
+import tempfile
 import time
 
 import cv2
@@ -137,9 +138,10 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--images', type=int, default=5000)
     p.add_argument('--workers', type=int, default=2)
-    p.add_argument('--data-dir', help='where the synthetic set lives (default: /tmp/oid-eval-bench-N)')
+    p.add_argument('--data-dir', help='where the synthetic set lives (default: oid-eval-bench-N in the '
+                                      "system's temporary folder)")
     a = p.parse_args(argv)
-    out = a.data_dir or f'/tmp/oid-eval-bench-{a.images}'
+    out = a.data_dir or os.path.join(tempfile.gettempdir(), f'oid-eval-bench-{a.images}')
     if not os.path.exists(os.path.join(out, f'.complete-{a.images}')):
         t = time.perf_counter()
         generate(out, a.images, a.workers)
