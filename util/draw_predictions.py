@@ -13,23 +13,22 @@ from __future__ import annotations
 import argparse
 import os
 
-import numpy as np
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from .annotations import load_annotations
 from .atomic import AtomicWriter
 from .cli import DataError, run
 from .draw_annotations import draw_item
 from .hierarchy import load_default
-from .mask_codec import decode_rle, encoded_to_rle
+from .mask_codec import encoded_to_rle, to_coco
 from .submission import iter_submission
 
 
-def _tight_box(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    if not len(xs):
-        return [0.0, 0.0, 0.0, 0.0]
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+def _tight_box(rle: dict) -> list[float]:
+    """[x1, y1, x2, y2) of the mask, read from the RLE without decoding it (zeros when empty)."""
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(to_coco([rle])[0]))
+    return [x, y, x + w, y + h]
 
 
 def prediction_item(row, rank: dict[str, int], score_thr: float, keep: set[str] | None = None) -> dict:
@@ -42,7 +41,7 @@ def prediction_item(row, rank: dict[str, int], score_thr: float, keep: set[str] 
         if label not in rank:
             raise DataError(f'image {row.image_id}: unknown label {label}')
         rle = encoded_to_rle(encoded, row.height, row.width)
-        instances.append({'bbox': _tight_box(decode_rle(rle)), 'bbox_label': rank[label], 'mask': rle})
+        instances.append({'bbox': _tight_box(rle), 'bbox_label': rank[label], 'mask': rle})
     return {'img_id': row.image_id, 'instances': instances}
 
 
