@@ -43,14 +43,14 @@ def prepare_train_config(cfg: Config, resume: str | None = None, amp: bool = Fal
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise ValueError('--auto-scale-lr: the config has no auto_scale_lr.base_batch_size')
         cfg.auto_scale_lr.enable = True
-    if cfg.get('load_from'):
-        cfg.load_from = resolve_checkpoint(cfg.load_from)
     if resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif resume is not None:
         if not osp.isfile(resume):
             raise FileNotFoundError(f'--resume: checkpoint {resume} not found')
         cfg.resume, cfg.load_from = True, resume
+    elif cfg.get('load_from'):
+        cfg.load_from = resolve_checkpoint(cfg.load_from)
     return apply_device_defaults(cfg)
 
 
