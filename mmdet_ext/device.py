@@ -58,3 +58,14 @@ def init_cpu_distributed(cfg: Config, cuda_available: bool | None = None) -> boo
     kwargs = {} if timeout is None else {'timeout': datetime.timedelta(seconds=timeout)}
     torch.distributed.init_process_group(backend='gloo', **kwargs)
     return True
+
+
+def finish_distributed() -> None:
+    """Wait for every rank, then tear the process group down.
+
+    Leaving it to interpreter shutdown lets gloo's worker threads outlive Python, and the process dies of
+    ``terminate called without an active exception`` (SIGABRT) after a run that did finish."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()

@@ -11,7 +11,7 @@ import warnings
 
 from mmengine.config import Config
 
-from .device import apply_device_defaults, init_cpu_distributed
+from .device import apply_device_defaults, finish_distributed, init_cpu_distributed
 
 # pkg_resources deprecation noise from mmengine/mmcv imports, not actionable for users.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
@@ -106,3 +106,9 @@ def build_runner(cfg: Config):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+
+
+def run(cfg: Config, mode: str) -> None:
+    """Build the runner, run ``mode`` ('train' or 'test') and close the process group on success."""
+    getattr(build_runner(cfg), mode)()
+    finish_distributed()

@@ -90,4 +90,19 @@ def test_dist_train_two_processes_on_cpu(synthetic_data, tmp_path):
     assert proc.returncode == 0, log[-3000:]
     assert "distributed backend 'nccl' replaced by 'gloo'" in log
     assert 'Distributed training: True' in log
+    assert 'terminate called' not in log          # the process group is closed before exit, not left to abort
     assert (tmp_path / 'iter_2.pth').is_file()
+
+    # The same checkpoint evaluated by 2 processes that split the validation images.
+    out = tmp_path / 'preds.pkl'
+    proc = subprocess.run(
+        ['tools/dist_test.sh', TINY_LEAF, str(tmp_path / 'iter_2.pth'), '2', '--work-dir', str(tmp_path / 'test'),
+         '--out', str(out), *data_options(synthetic_data)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'terminate called' not in log
+    with open(out, 'rb') as f:
+        preds = pickle.load(f)
+    held_out = load_annotations(str(synthetic_data / 'annotations/leaf-val.pkl'))['data_list']
+    assert sorted(p['img_id'] for p in preds) == sorted(d['img_id'] for d in held_out)

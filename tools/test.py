@@ -6,7 +6,7 @@ import argparse
 import sys
 
 import mmdet_ext  # noqa: F401
-from mmdet_ext.launch import add_runner_args, build_runner, load_config, prepare_test_config, set_local_rank
+from mmdet_ext.launch import add_runner_args, load_config, prepare_test_config, run, set_local_rank
 
 
 def parse_args(argv=None):
@@ -27,7 +27,7 @@ def main(argv=None):
         cfg = prepare_test_config(cfg, args.checkpoint, args.out, args.show_dir)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'error: {e}')
-    build_runner(cfg).test()
+    run(cfg, 'test')
 
 
 if __name__ == '__main__':

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 import mmdet_ext  # noqa: F401  (checkpoint fix, datasets, models)
-from mmdet_ext.launch import add_runner_args, build_runner, load_config, prepare_train_config, set_local_rank
+from mmdet_ext.launch import add_runner_args, load_config, prepare_train_config, run, set_local_rank
 
 
 def parse_args(argv=None):
@@ -28,7 +28,7 @@ def main(argv=None):
         cfg = prepare_train_config(cfg, args.resume, args.amp, args.auto_scale_lr)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'error: {e}')
-    build_runner(cfg).train()
+    run(cfg, 'train')
 
 
 if __name__ == '__main__':
