@@ -1,11 +1,14 @@
 """mmdetection plugins of this project, loaded by configs through ``custom_imports=dict(imports=['mmdet_ext'])``.
 
 Importing the package registers: the checkpoint-loading fix for torch >= 2.6 (``checkpoint``), the Open
-Images dataset (``datasets``), a ``gs://`` storage backend (``fileio``), the cascade head with one class-count argument (``models``), the challenge metric (``oid_metric``).
+Images dataset (``datasets``), a ``gs://`` storage backend (``fileio``), the cascade head with one
+class-count argument (``models``), the challenge metric (``oid_metric``), and a train loop and batch sampler
+that resume without re-reading the images already trained on (``loops``, ``samplers``).
 ``apply_device_defaults`` adapts fp16 / nccl configs to CPU-only machines.
 """
 from . import checkpoint  # noqa: F401  (registers the weights_only=False loaders)
 from . import fileio  # noqa: F401  (registers the gs:// storage backend)
+from . import loops, samplers  # noqa: F401  (resume without re-reading trained images)
 from .datasets import OIDInstanceDataset
 from .device import apply_device_defaults
 from .models import OIDCascadeRoIHead

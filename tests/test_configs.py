@@ -24,7 +24,9 @@ def test_config_loads_with_plugins(path):
     assert 'mmdet_ext' in cfg.custom_imports['imports']
     assert cfg.model.roi_head.type == 'OIDCascadeRoIHead'
     assert cfg.model.roi_head.num_classes == expected_classes(path)
-    assert cfg.train_cfg.type == 'IterBasedTrainLoop'
+    # Resuming skips trained batches in the batch sampler instead of re-reading their images.
+    assert cfg.train_cfg.type == 'ResumableIterBasedTrainLoop'
+    assert cfg.train_dataloader.batch_sampler.type == 'ResumableAspectRatioBatchSampler'
     # Every dataloader reads the class subset the model predicts (the metric maps labels through it).
     parent = expected_classes(path) == 23
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

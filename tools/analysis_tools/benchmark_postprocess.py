@@ -1,24 +1,25 @@
-"""Time the post-processing steps on synthetic results of real size, and their peak memory.
+"""Time the post-processing chain on a synthetic test shard of real size, and its peak memory.
 
-Synthesises a leaf-model and a parent-model results file (``--images`` images of ``--width`` x
-``--height`` with ``--dets`` detections each: clusters of overlapping elliptical masks, as an ensemble
-produces), then times each step the way scripts/postprocess.sh runs it: results -> CSV (both files),
-expansion (leaf parents-only and parent), mask NMS of the two expansions, combine, validation. Mask NMS is
-also compared with a naive dense-mask NMS (full-size masks, numpy IoU per pair) on the first
-``--dense-images`` images, both timed on that same subset. The last line is machine-readable:
+A shard of ``--images`` images of ``--width`` x ``--height`` with ``--dets`` leaf-model and ``--dets``
+parent-model detections each (clusters of overlapping elliptical masks, as an ensemble produces) is split
+between ``--workers`` processes, the way ``scripts/postprocess.sh --jobs N`` splits shards. Each worker runs
+the whole chain on its part: results -> CSV (leaf and parent), expansion (leaf parents-only and parent),
+mask NMS of the two expansions, combine, validation. Each worker first runs the chain on a part 8 times
+smaller, so that the growth of its peak memory with the number of images is measured, not assumed.
+Mask NMS is also compared with a naive dense-mask NMS (full-size masks, numpy IoU per pair) on a few
+images. Lines per step (CPU seconds summed over workers), then the machine-readable last line:
 
-    results_to_csv_img_per_s=... expand_img_per_s=... mask_nms_img_per_s=... validate_img_per_s=...
-    nms_speedup_vs_dense=... peak_rss_mb=...
+    chain_images_per_s=... peak_rss_mb=...
 
-``img_per_s`` counts images of one file through one step per CPU second (wall time is printed too);
-``peak_rss_mb`` is the process's high-water mark before the dense baseline runs (the baseline itself
-needs full-size masks and is reported apart).
+``chain_images_per_s`` is images through the whole chain per wall-clock second with the workers running
+side by side; ``peak_rss_mb`` is the largest worker's high-water mark.
 
-    python tools/analysis_tools/benchmark_postprocess.py [--images 1000] [--dets 150] [--workdir DIR]
+    python tools/analysis_tools/benchmark_postprocess.py [--images 4000] [--dets 120] [--workers 2]
 """
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import resource
 import shutil
@@ -69,7 +70,7 @@ class MaskPool:
             self.variants.append(group)
 
 
-def synthesise(path, classes, labels_of, rng, pool, n_images, n_dets, width, height):
+def synthesise(path, classes, labels_of, rng, pool, n_images, n_dets, width, height, first=0):
     """One results file: per image, ~n_dets/4 objects, each detected several times (jittered masks,
     mostly its own label, sometimes a confusion), as an ensemble's output looks before NMS."""
     n_obj = len(pool.variants)
@@ -83,7 +84,7 @@ def synthesise(path, classes, labels_of, rng, pool, n_images, n_dets, width, hei
                 labels.append(own if rng.random() < 0.75 else labels_of[rng.integers(len(labels_of))])
                 scores.append(round(float(rng.beta(0.7, 2.0)), 4))
                 rles.append(pool.variants[o][rng.integers(len(pool.variants[o]))])
-            w.write(f'{k:016x}', width, height, labels, scores, rles)
+            w.write(f'{first + k:016x}', width, height, labels, scores, rles)
 
 
 def dense_nms(dets, height, width, thr=0.5):
@@ -106,35 +107,46 @@ def dense_nms(dets, height, width, thr=0.5):
     return sorted(keep)
 
 
-def timed(label, fn, n_images, results):
-    """Run one step; rates are per CPU second (the steps are single-threaded, so on an idle machine
-    that is the wall-clock rate, and on a shared one it does not depend on the neighbours)."""
-    t, c = time.perf_counter(), time.process_time()
-    out = fn()
-    dt, dc = time.perf_counter() - t, time.process_time() - c
-    results[label] = n_images / dc
-    what = '; '.join(map(str, out)) if isinstance(out, tuple) else \
-        out.summary().replace('\n', '; ') if hasattr(out, 'summary') else out
-    print(f'{label:>14}: {dc:6.1f} s CPU ({dt:6.1f} s wall) {n_images / dc:7.1f} img/s  {what}', flush=True)
-    return out
+STEPS = ('results->csv', 'expand', 'mask nms', 'combine', 'validate')
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--images', type=int, default=1000)
-    parser.add_argument('--dets', type=int, default=150, help='detections per image per model')
-    parser.add_argument('--width', type=int, default=1024)
-    parser.add_argument('--height', type=int, default=768)
-    parser.add_argument('--objects', type=int, default=400, help='distinct objects in the mask pool')
-    parser.add_argument('--dense-images', type=int, default=3, help='images for the dense NMS baseline')
-    parser.add_argument('--workdir', help='where the files go (default: a temporary directory, removed)')
-    parser.add_argument('--seed', type=int, default=0)
-    args = parser.parse_args(argv)
+def run_chain(p, classes_all) -> dict:
+    """scripts/postprocess.sh's steps on one part (files named by ``p``); CPU seconds per step."""
+    h = load_default()
+    steps = {
+        'results->csv': lambda: (results_to_submission(p('leaf.jsonl'), p('leaf.csv')),
+                                 results_to_submission(p('parent.jsonl'), p('parent.csv'))),
+        'expand': lambda: (expand_submission(p('leaf.csv'), p('leaf_parents.csv'), Expander(h, parents_only=True)),
+                           expand_submission(p('parent.csv'), p('parent_expanded.csv'), Expander(h))),
+        'mask nms': lambda: mask_nms_submissions([p('leaf_parents.csv'), p('parent_expanded.csv')],
+                                                 p('parent_nms.csv')),
+        'combine': lambda: combine_leaf_and_parent(p('leaf.csv'), [p('parent_nms.csv')], p('combined.csv')),
+        'validate': lambda: validate_submission(p('combined.csv'), classes=classes_all),
+    }
+    cpu = {}
+    for name in STEPS:
+        c = time.process_time()
+        out = steps[name]()
+        cpu[name] = time.process_time() - c
+        if name == 'validate':
+            assert out.ok, out.problems[:5]
+    return cpu
 
-    work = args.workdir or tempfile.mkdtemp(prefix='bench_post_')
-    os.makedirs(work, exist_ok=True)
-    p = lambda name: os.path.join(work, name)
-    rng = np.random.default_rng(args.seed)
+
+class Part:
+    """One worker's files: ``{work}/{name}.{file}``."""
+
+    def __init__(self, work: str, name: str):
+        self.work, self.name = work, name
+
+    def __call__(self, file: str) -> str:
+        return os.path.join(self.work, f'{self.name}.{file}')
+
+
+def synthesise_part(args, part: Part, first: int, n_images: int, seed: int) -> None:
+    """Leaf and parent results for images ``first .. first + n_images``: the parent model sees the same
+    objects under the parents of their leaf labels."""
+    rng = np.random.default_rng(seed)
     h = load_default()
     leaf_classes, parent_classes = h.subset('leaf'), h.subset('parent23')
     p23 = set(parent_classes)
@@ -142,43 +154,41 @@ def main(argv=None) -> None:
     alone = [i for i, m in enumerate(leaf_classes) if not h.ancestors(m)]
     leaf_labels = [int(i) for i in np.concatenate([rng.choice(under_parent, 24, replace=False),
                                                    rng.choice(alone, 16, replace=False)])]
-    # The parent model sees the same objects under the parents of their leaf labels.
-    parent_labels = [parent_classes.index(next(a for a in h.ancestors_in_order(leaf_classes[i])
-                                               if a in p23))
+    parent_labels = [parent_classes.index(next(a for a in h.ancestors_in_order(leaf_classes[i]) if a in p23))
                      if i in under_parent else int(rng.integers(len(parent_classes))) for i in leaf_labels]
-
-    t = time.perf_counter()
     pool = MaskPool(rng, args.objects, 4, args.width, args.height)
-    synthesise(p('leaf.jsonl'), leaf_classes, leaf_labels, rng, pool, args.images, args.dets,
-               args.width, args.height)
-    synthesise(p('parent.jsonl'), parent_classes, parent_labels, rng, pool, args.images, args.dets,
-               args.width, args.height)
-    del pool
-    mb = (os.path.getsize(p('leaf.jsonl')) + os.path.getsize(p('parent.jsonl'))) / 2**20
-    print(f'synthesised {args.images} images x {args.dets} detections x 2 models at '
-          f'{args.width}x{args.height} in {time.perf_counter() - t:.1f} s ({mb:.0f} MiB of results) '
-          f'in {work}',
-          flush=True)
+    for file, classes, labels in (('leaf.jsonl', leaf_classes, leaf_labels),
+                                  ('parent.jsonl', parent_classes, parent_labels)):
+        synthesise(part(file), classes, labels, rng, pool, n_images, args.dets, args.width, args.height, first)
 
-    n, r = args.images, {}
-    timed('results->csv', lambda: (results_to_submission(p('leaf.jsonl'), p('leaf.csv')),
-                                   results_to_submission(p('parent.jsonl'), p('parent.csv'))), 2 * n, r)
-    timed('expand', lambda: (
-        expand_submission(p('leaf.csv'), p('leaf_parents.csv'), Expander(h, parents_only=True)),
-        expand_submission(p('parent.csv'), p('parent_expanded.csv'), Expander(h))), 2 * n, r)
-    timed('mask nms', lambda: mask_nms_submissions([p('leaf_parents.csv'), p('parent_expanded.csv')],
-                                                   p('parent_nms.csv')), n, r)
-    timed('combine', lambda: combine_leaf_and_parent(p('leaf.csv'), [p('parent_nms.csv')],
-                                                     p('combined.csv')), n, r)
-    rep = timed('validate', lambda: validate_submission(p('combined.csv'), classes=h.subset('all')), n, r)
-    assert rep.ok, rep.problems[:5]
-    peak = rss_mb()
 
-    # Dense baseline on a small subset, the RLE version timed on the same images.
+def synthesise_job(job) -> None:
+    """A worker's part and its probe, 8 times smaller (other images, other seed)."""
+    args, index, first, n_images = job
+    synthesise_part(args, Part(args.work, f'probe{index}'), first, max(1, n_images // 8), args.seed + 1000 + index)
+    synthesise_part(args, Part(args.work, f'part{index}'), first, n_images, args.seed + index)
+
+
+def chain_job(job) -> dict:
+    """The chain on the probe, then on the part; the high-water mark after each (it only grows, so a chain
+    whose memory does not depend on the number of images shows the same number twice)."""
+    args, index, _, n_images = job
+    classes_all = load_default().subset('all')
+    start = rss_mb()
+    run_chain(Part(args.work, f'probe{index}'), classes_all)
+    probe_peak = rss_mb()
+    t = time.perf_counter()
+    cpu = run_chain(Part(args.work, f'part{index}'), classes_all)
+    return dict(cpu=cpu, wall=time.perf_counter() - t, images=n_images, start_rss=start,
+                probe_images=max(1, n_images // 8), probe_peak=probe_peak, peak=rss_mb())
+
+
+def dense_baseline(part: Part, n_images: int) -> None:
+    """The RLE mask NMS and the dense-mask NMS on the same few images: same output, time per image."""
     subset = []
-    for rows in iter_lockstep([p('leaf_parents.csv'), p('parent_expanded.csv')]):
+    for rows in iter_lockstep([part('leaf_parents.csv'), part('parent_expanded.csv')]):
         subset.append(([d for row in rows for d in row.detections], rows[0].height, rows[0].width))
-        if len(subset) == args.dense_images:
+        if len(subset) == n_images:
             break
     t = time.process_time()
     fast = [nms_detections(dets, hh, ww)[0] for dets, hh, ww in subset]
@@ -190,13 +200,54 @@ def main(argv=None) -> None:
         assert f == [dets[i] for i in s], 'dense baseline and RLE NMS disagree'
     pooled = sum(len(s[0]) for s in subset) / len(subset)
     print(f'mask nms on {len(subset)} images ({pooled:.0f} pooled detections each): RLE '
-          f'{t_fast / len(subset) * 1e3:.1f} ms/img, dense {t_dense / len(subset) * 1e3:.0f} ms/img '
-          f'(peak RSS with dense masks {rss_mb():.0f} MiB)')
+          f'{t_fast / len(subset) * 1e3:.1f} ms/img, dense {t_dense / len(subset) * 1e3:.0f} ms/img, '
+          f'speedup {t_dense / t_fast:.0f}x (peak RSS with dense masks {rss_mb():.0f} MiB)', flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--images', type=int, default=4000, help='images in the shard (split between workers)')
+    parser.add_argument('--dets', type=int, default=120, help='detections per image per model')
+    parser.add_argument('--workers', type=int, default=2, help='processes running the chain side by side')
+    parser.add_argument('--width', type=int, default=1024)
+    parser.add_argument('--height', type=int, default=768)
+    parser.add_argument('--objects', type=int, default=400, help='distinct objects in the mask pool')
+    parser.add_argument('--dense-images', type=int, default=3, help='images for the dense NMS baseline')
+    parser.add_argument('--workdir', help='where the files go (default: a temporary directory, removed)')
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.images < args.workers:
+        parser.error('--images must be at least --workers')
+
+    args.work = args.workdir or tempfile.mkdtemp(prefix='bench_post_')
+    os.makedirs(args.work, exist_ok=True)
+    bounds = np.linspace(0, args.images, args.workers + 1).astype(int)
+    jobs = [(args, i, int(a), int(b - a)) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+    t = time.perf_counter()
+    # A fresh pool for the chain: each worker's peak RSS is the chain's own, not the synthesis's (this
+    # process, which the workers fork from, holds nothing big).
+    with mp.get_context('fork').Pool(args.workers) as pool:
+        pool.map(synthesise_job, jobs, chunksize=1)
+    synthesis = time.perf_counter() - t
+    with mp.get_context('fork').Pool(args.workers) as pool:
+        reports = pool.map(chain_job, jobs, chunksize=1)
+    wall = max(r['wall'] for r in reports)
+    n = args.images
+    print(f'{n} images x {args.dets} detections x 2 models at {args.width}x{args.height}, '
+          f'{args.workers} workers; synthesis {synthesis:.0f} s, in {args.work}')
+    for name in STEPS:
+        cpu = sum(r['cpu'][name] for r in reports)
+        print(f'{name:>14}: {cpu:7.1f} s CPU  {n / cpu:7.1f} img/s per CPU second', flush=True)
+    cpu = sum(sum(r['cpu'].values()) for r in reports)
+    print(f'{"chain":>14}: {cpu:7.1f} s CPU  {n / cpu:7.1f} img/s per CPU second; '
+          f'{wall:.1f} s wall with {args.workers} workers')
+    for i, r in enumerate(reports):
+        print(f'worker {i}: peak RSS {r["probe_peak"]:.0f} MiB after a {r["probe_images"]}-image probe, '
+              f'{r["peak"]:.0f} MiB after its {r["images"]}-image part (started at {r["start_rss"]:.0f} MiB)')
+    dense_baseline(Part(args.work, 'part0'), args.dense_images)
     if not args.workdir:
-        shutil.rmtree(work)
-    print(f'results_to_csv_img_per_s={r["results->csv"]:.1f} expand_img_per_s={r["expand"]:.1f} '
-          f'mask_nms_img_per_s={r["mask nms"]:.1f} validate_img_per_s={r["validate"]:.1f} '
-          f'nms_speedup_vs_dense={t_dense / t_fast:.1f} peak_rss_mb={peak:.0f}')
+        shutil.rmtree(args.work)
+    print(f'chain_images_per_s={n / wall:.1f} peak_rss_mb={max(r["peak"] for r in reports):.0f}')
 
 
 if __name__ == '__main__':

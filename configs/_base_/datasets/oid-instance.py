@@ -39,7 +39,7 @@ train_dataloader = dict(
     # The reference's banded rebalancing: util.rebalance writes the epoch's list of image indices, already
     # shuffled and with repeats spread out, so it is read in order.
     sampler=dict(type='InfiniteSampler', shuffle=False),
-    batch_sampler=dict(type='AspectRatioBatchSampler'),
+    batch_sampler=dict(type='ResumableAspectRatioBatchSampler'),
     dataset=dict(train_dataset, index_file='annotations/leaf-train-balanced.npy'))
 val_dataloader = dict(
     batch_size=1,

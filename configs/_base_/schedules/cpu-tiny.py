@@ -2,7 +2,7 @@
 # 50-iteration warm-up, x0.1 for the last 20%, gradient clipping at 35.
 max_iters = 400
 val_interval = 400
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 param_scheduler = [

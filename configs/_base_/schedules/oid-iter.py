@@ -3,7 +3,7 @@
 base_lr = 0.005  # for 4 GPUs x 1 image
 max_iters = 600000
 val_interval = 50000
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
+train_cfg = dict(type='ResumableIterBasedTrainLoop', max_iters=max_iters, val_interval=val_interval)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 

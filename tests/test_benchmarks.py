@@ -1,0 +1,62 @@
+"""Every benchmark runs at a tiny size and ends with the machine-readable line the README documents.
+
+Speeds are not checked here (that is the benchmarks' job at full size); this keeps them from rotting."""
+import math
+import re
+
+import pytest
+
+from conftest import run_cli
+
+BENCH = 'tools/analysis_tools/'
+
+
+def last_line_values(proc, keys):
+    line = proc.stdout.strip().splitlines()[-1]
+    values = dict(re.findall(r'(\w+)=(\S+)', line))
+    assert list(values) == keys, line
+    return {k: float(v) for k, v in values.items()}
+
+
+def test_postprocess_benchmark(tmp_path):
+    proc = run_cli([BENCH + 'benchmark_postprocess.py', '--images', '24', '--dets', '20', '--workers', '2',
+                    '--width', '320', '--height', '240', '--objects', '40', '--dense-images', '2',
+                    '--workdir', str(tmp_path)])
+    values = last_line_values(proc, ['chain_images_per_s', 'peak_rss_mb'])
+    assert values['chain_images_per_s'] > 0 and values['peak_rss_mb'] > 0
+    assert proc.stdout.count('peak RSS') == 3        # two workers, then the dense baseline
+    # Both workers' parts went through the whole chain, into valid submissions.
+    assert (tmp_path / 'part0.combined.csv').is_file() and (tmp_path / 'part1.combined.csv').is_file()
+
+
+def test_eval_benchmark(tmp_path):
+    proc = run_cli([BENCH + 'benchmark_eval.py', '--images', '12', '--workers', '2',
+                    '--data-dir', str(tmp_path)])
+    values = last_line_values(proc, ['eval_images_per_s', 'peak_rss_mb'])
+    assert values['eval_images_per_s'] > 0
+    mean_ap = float(re.search(r'mAP@0\.5IOU=([0-9.]+)', proc.stdout).group(1))
+    assert 0 < mean_ap <= 1
+
+
+def test_data_benchmark(tmp_path):
+    proc = run_cli([BENCH + 'benchmark_data.py', '--scale', '0.0005', '--conversion-images', '4',
+                    '--work-dir', str(tmp_path)])
+    values = last_line_values(proc, ['conversion_masks_per_s', 'load_s', 'load_peak_rss_mb', 'rebalance_s'])
+    assert values['conversion_masks_per_s'] > 0 and values['load_peak_rss_mb'] > 0
+    assert list(tmp_path.iterdir()) == []           # its scratch folder is removed
+
+
+@pytest.mark.slow
+def test_ensemble_benchmark():
+    proc = run_cli([BENCH + 'benchmark_ensemble.py', '--num-images', '2', '--warmup', '1',
+                    '--scales', '160,160', '192,192'])
+    values = last_line_values(proc, ['ensemble_overhead_pct', 'images_per_s', 'peak_rss_mb'])
+    assert math.isfinite(values['ensemble_overhead_pct']) and values['images_per_s'] > 0
+
+
+def test_resume_benchmark(tmp_path):
+    # It asserts itself that both ways deliver the same batch after the skipped ones.
+    proc = run_cli([BENCH + 'benchmark_resume.py', '--iters', '4', '--images', '8', '--workers', '0',
+                    '--late-iters', '1000', '--work-dir', str(tmp_path)])
+    values = last_line_values(proc, ['fetch_s_per_1k_iters', 'skip_s_at_late_iter', 'resume_speedup_at_late_iter'])
+    assert values['fetch_s_per_1k_iters'] > 0 and values['resume_speedup_at_late_iter'] > 0
