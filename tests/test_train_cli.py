@@ -2,6 +2,7 @@
 import os
 import pickle
 import re
+import socket
 
 import pytest
 import torch
@@ -81,7 +82,10 @@ def test_dist_train_two_processes_on_cpu(synthetic_data, tmp_path):
     import subprocess
     import sys
     from conftest import REPO
-    env = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS='ignore', MASTER_PORT='29517')
+    with socket.socket() as s:                  # a port nobody else on the machine is using
+        s.bind(('127.0.0.1', 0))
+        port = str(s.getsockname()[1])
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS='ignore', MASTER_PORT=port)
     proc = subprocess.run(
         ['tools/dist_train.sh', TINY_LEAF, '2', '--work-dir', str(tmp_path), *train_options(synthetic_data),
          'train_cfg.max_iters=2', 'train_cfg.val_interval=100', 'default_hooks.checkpoint.interval=2'],
