@@ -97,6 +97,18 @@ def test_dist_train_two_processes_on_cpu(synthetic_data, tmp_path):
     assert 'terminate called' not in log          # the process group is closed before exit, not left to abort
     assert (tmp_path / 'iter_2.pth').is_file()
 
+    # Resumed by 2 processes: each rank's batch sampler skips its own 2 trained batches.
+    proc = subprocess.run(
+        ['tools/dist_train.sh', TINY_LEAF, '2', '--work-dir', str(tmp_path), '--resume',
+         *train_options(synthetic_data), 'train_cfg.max_iters=3', 'train_cfg.val_interval=100',
+         'default_hooks.checkpoint.interval=3'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert 'resume: the batch sampler skips the 2 batches already trained on' in log
+    assert 'terminate called' not in log
+    assert torch.load(tmp_path / 'iter_3.pth', map_location='cpu', weights_only=False)['meta']['iter'] == 3
+
     # The same checkpoint evaluated by 2 processes that split the validation images.
     out = tmp_path / 'preds.pkl'
     proc = subprocess.run(
