@@ -1,6 +1,7 @@
 """Sharded ensemble test runs: every image once, resumable to the same bytes, clear errors; the CLI and
 scripts/test_shards.sh end to end on CPU."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -174,3 +175,29 @@ def test_test_shards_script_on_cpu(cli_setup):
     second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stdout + second.stderr
     assert second.stdout.strip().splitlines()[-1] == 'ran: 1; skipped: 0 2; failed: -'
+
+
+@pytest.mark.slow
+def test_slurm_array_task_runs_its_own_shard(cli_setup, tmp_path):
+    """scripts/slurm_test_shards.sh as Slurm starts an array task: a copy of the script in a spool folder,
+    SLURM_ARRAY_TASK_ID and SLURM_SUBMIT_DIR in the environment, the submit folder as working folder."""
+    d, folder, ann, ckpts, items = cli_setup
+    spool = tmp_path / 'spool'
+    spool.mkdir()
+    script = shutil.copy(os.path.join(ROOT, 'scripts', 'slurm_test_shards.sh'), spool / 'slurm_script')
+    out = tmp_path / 'out'
+    args = ['bash', str(script), '--out-dir', str(out), '--images-dir', folder, '--ann-file', ann,
+            '--num-shards', '3', '--python', sys.executable, '--',
+            '--configs', TINY, '--checkpoints', ckpts[0], '--scales', '160,128', '--max-per-img', '3']
+    env = subprocess_env(GPUS='0', SLURM_ARRAY_TASK_ID='2', SLURM_SUBMIT_DIR=ROOT)
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == 'ran: 2; skipped: -; failed: -'
+    assert sorted(os.listdir(out)) == ['logs', 'shard_02_of_03.jsonl.gz']
+    ids = [r.image_id for r in iter_results(str(out / 'shard_02_of_03.jsonl.gz'))]
+    assert ids == [it['img_id'] for it in select_shard(items, 2, 3)]
+
+    env.pop('SLURM_ARRAY_TASK_ID')
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith('slurm_test_shards.sh: SLURM_ARRAY_TASK_ID is not set')
