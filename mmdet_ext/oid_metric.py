@@ -53,8 +53,9 @@ class OIDChallengeMetric(BaseMetric):
     def __init__(self, masks_csv: str, masks_dir: str, bbox_csv: str, labels_csv: str,
                  hierarchy: str = DEFAULT_HIERARCHY, classes: str = DEFAULT_CLASSES, data_root: str = '',
                  expand_predictions: bool = False, skip_unknown_labels: bool = False, workers: int = 1,
-                 collect_device: str = 'cpu', prefix: str | None = None, **kwargs):
-        """Relative GT paths are joined to ``data_root``, as the datasets do with theirs."""
+                 ties: str = 'pessimistic', collect_device: str = 'cpu', prefix: str | None = None, **kwargs):
+        """Relative GT paths are joined to ``data_root``, as the datasets do with theirs. ``ties``: the order
+        of equal scores, as in ``util.evaluate --ties``."""
         super().__init__(collect_device=collect_device, prefix=prefix, **kwargs)
         masks_csv, masks_dir, bbox_csv, labels_csv = (
             os.path.join(data_root, p) for p in (masks_csv, masks_dir, bbox_csv, labels_csv))
@@ -64,6 +65,7 @@ class OIDChallengeMetric(BaseMetric):
         self.expand_predictions = expand_predictions
         self.skip_unknown_labels = skip_unknown_labels
         self.workers = workers
+        self.ties = ties
         self._gt_cache = (None, None)        # (image ids, GroundTruthFiles): the held-out split is fixed
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
@@ -114,7 +116,8 @@ class OIDChallengeMetric(BaseMetric):
         gt = self._ground_truth({r['image_id'] for r in results})
         for p in gt.problems():
             logger.warning(p)
-        result = evaluate_tasks(self._tasks(results, gt), self.classes, MaskFinder(self.masks_dir), self.workers)
+        result = evaluate_tasks(self._tasks(results, gt), self.classes, MaskFinder(self.masks_dir), self.workers,
+                                self.ties)
         logger.info(f'OID challenge metric: {result.images_evaluated} images with GT, {result.images_ignored} '
                     f'without; {int((result.counted_gt > 0).sum())} classes with counted GT; '
                     f'mAP@0.5IOU={result.mean_ap:.10f}')

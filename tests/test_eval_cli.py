@@ -56,6 +56,19 @@ def test_same_map_as_the_literal_rules_for_any_worker_count(ds):
     assert 0.05 < values[0] < 0.95
 
 
+def test_official_tie_order_any_worker_count_and_never_below_the_pessimistic_one(ds):
+    """ties='official' sorts the entries by image id before numpy's argsort: the same number for any
+    worker count (results arrive in another order), and on tied scores at least the FP-first AP."""
+    official = [evaluate(ds, workers=n, ties='official') for n in (1, 2)]
+    assert official[0].mean_ap == official[1].mean_ap
+    pessimistic = evaluate(ds)
+    both = ~np.isnan(pessimistic.ap)
+    assert (np.isnan(official[0].ap) == ~both).all()
+    assert (official[0].ap[both] >= pessimistic.ap[both] - 1e-12).all()
+    status, out, _ = cli(ds, '--ties', 'official')
+    assert status == 0 and out[-1] == f'mAP@0.5IOU={official[0].mean_ap:.10f}'
+
+
 def test_command_line_end_to_end(ds, tmp_path):
     per_class, plots = tmp_path / 'per_class.csv', tmp_path / 'plots'
     proc = subprocess.run([sys.executable, '-m', 'util.evaluate', *ds.args(), '--workers', '2',

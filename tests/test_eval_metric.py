@@ -1,6 +1,7 @@
 """The metric's rules (util.oid_metric) against a literal implementation and hand-computed cases."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -26,10 +27,11 @@ def fast_image(img, classes):
     return evaluate_image(gt, dets, classes, img.height, img.width)
 
 
-def fast_map(images, classes):
-    acc = APAccumulator(classes)
-    for img in images:
-        acc.add(fast_image(img, classes))
+def fast_map(images, classes, ties='pessimistic'):
+    acc = APAccumulator(classes, ties)
+    for k, img in enumerate(images):
+        gt, dets = to_fast(img, classes)
+        acc.add(evaluate_image(gt, dets, classes, img.height, img.width, ties), f'{k:05d}')
     return acc.result()
 
 
@@ -156,6 +158,22 @@ def test_images_without_any_ground_truth_are_ignored(classes):
     res = run([with_gt, no_gt], classes)
     assert (res.images_evaluated, res.images_ignored) == (1, 1)
     assert ap_of(res, classes, MAN) == 1.0
+
+
+def test_tie_orders_agree_without_ties_and_official_is_never_lower(classes):
+    """With distinct scores both tie orders give the same APs; with ties (the generator makes exact
+    duplicates) the official order can only score higher than false-positives-first."""
+    rng = np.random.default_rng(7)
+    images = [random_image(rng) for _ in range(300)]
+    distinct = iter(rng.permutation(100_000) / 100_000 + 1e-6)
+    untied = [dataclasses.replace(img, detections=[(label, float(next(distinct)), m)
+                                                   for label, _, m in img.detections]) for img in images]
+    a, b = fast_map(untied, classes), fast_map(untied, classes, ties='official')
+    assert np.array_equal(a.ap, b.ap, equal_nan=True)
+    tied_p, tied_o = fast_map(images, classes), fast_map(images, classes, ties='official')
+    scored = ~np.isnan(tied_p.ap)
+    assert (tied_o.ap[scored] >= tied_p.ap[scored] - 1e-12).all()
+    assert (tied_o.ap[scored] > tied_p.ap[scored]).any()         # the generator's ties do matter
 
 
 def test_equal_scores_rank_false_positives_first():

@@ -75,6 +75,8 @@ def test_metric_equals_the_command_line(ds, mids):
     assert run_metric(ds, mids) == expected
     assert run_metric(ds, mids, as_rle=True, workers=2) == expected
     assert 0.05 < expected < 0.95
+    # The official tie order too: image ids travel with the results through the Metric as well.
+    assert run_metric(ds, mids, workers=2, ties='official') == cli_map(ds, ds.path('sub.csv'), ties='official')
 
 
 def test_only_images_with_predictions_are_evaluated(ds, mids):

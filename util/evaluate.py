@@ -13,7 +13,7 @@ The last line of the output is ``mAP@0.5IOU=<10 decimals>``.
 
     python -m util.evaluate --masks-csv M --masks-dir D --bbox-csv B --labels-csv L --hierarchy H \\
         --classes C --submission S [--images-dir I] [--per-class OUT.csv] [--plots DIR] [--workers N] \\
-        [--skip-unknown-labels] [--submitted-only]
+        [--skip-unknown-labels] [--submitted-only] [--ties {pessimistic,official}]
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from .hierarchy import Hierarchy, read_class_names
 from .oid_detections import check_scores, class_indices
 from .oid_evaluator import ImageTask, evaluate_tasks
 from .oid_groundtruth import MaskFinder, read_ground_truth
-from .oid_metric import Classes, EvalResult
+from .oid_metric import TIES, Classes, EvalResult
 from .submission import SubmissionError, iter_submission
 
 
@@ -83,7 +83,7 @@ def submission_tasks(path, gt, classes, stats: SubmissionStats, images_dir=None,
 
 def evaluate_files(masks_csv, masks_dir, bbox_csv, labels_csv, hierarchy, classes_csv, submission,
                    images_dir=None, workers=1, skip_unknown_labels=False, submitted_only=False,
-                   log=print) -> EvalResult:
+                   log=print, ties='pessimistic') -> EvalResult:
     """Everything the command does except the reports: GT files + submission -> EvalResult."""
     classes, _ = load_classes(hierarchy, classes_csv)
     known = set(classes.hierarchy.order) | set(classes.mids)
@@ -100,7 +100,7 @@ def evaluate_files(masks_csv, masks_dir, bbox_csv, labels_csv, hierarchy, classe
         log(f'warning: {p}', file=sys.stderr)
     stats = SubmissionStats()
     tasks = submission_tasks(submission, gt, classes, stats, images_dir, skip_unknown_labels, submitted_only)
-    result = evaluate_tasks(tasks, classes, finder, workers)
+    result = evaluate_tasks(tasks, classes, finder, workers, ties)
     if stats.skipped_labels:
         log(f'warning: {stats.skipped_labels} detections with labels outside the class list skipped '
             f'(first at {stats.first_skipped})', file=sys.stderr)
@@ -130,13 +130,17 @@ def parse_args(argv=None):
                    help='skip detections whose label is not in --classes (warn) instead of failing')
     p.add_argument('--submitted-only', action='store_true',
                    help='evaluate only the images the submission lists (default: every GT image, as Kaggle)')
+    p.add_argument('--ties', choices=TIES, default='pessimistic',
+                   help='order of equal scores: false positives first (default; deterministic), or the '
+                        "official scorer's numpy argsort order (its numbers on the same numpy build)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> None:
     a = parse_args(argv)
     result = evaluate_files(a.masks_csv, a.masks_dir, a.bbox_csv, a.labels_csv, a.hierarchy, a.classes,
-                            a.submission, a.images_dir, a.workers, a.skip_unknown_labels, a.submitted_only)
+                            a.submission, a.images_dir, a.workers, a.skip_unknown_labels, a.submitted_only,
+                            ties=a.ties)
     names = read_class_names(a.classes)
     if a.per_class:
         from .eval_report import write_per_class

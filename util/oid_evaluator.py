@@ -4,7 +4,7 @@ Shared by the command line (``util.evaluate``) and the training-time Metric (``m
 both describe each image as an ``ImageTask`` and get one ``EvalResult``.
 
     ImageTask                                   one image: GT record, size, predictions (encoded or RLE)
-    evaluate_tasks(tasks, classes, finder, workers)   -> oid_metric.EvalResult
+    evaluate_tasks(tasks, classes, finder, workers, ties)   -> oid_metric.EvalResult
 
 Tasks stream through a pool a few batches at a time, so a submission of any size never sits in memory
 whole. Results are summed in task order and the AP does not depend on that order, so the mAP is the same
@@ -69,8 +69,8 @@ def _image_size(task: ImageTask):
 _CONTEXT: dict = {}
 
 
-def _init(classes: Classes, finder: MaskFinder) -> None:
-    _CONTEXT['classes'], _CONTEXT['finder'] = classes, finder
+def _init(classes: Classes, finder: MaskFinder, ties: str = 'pessimistic') -> None:
+    _CONTEXT['classes'], _CONTEXT['finder'], _CONTEXT['ties'] = classes, finder, ties
 
 
 def run_task(task: ImageTask):
@@ -90,7 +90,7 @@ def run_task(task: ImageTask):
         dets = expand_to_ancestors(dets, classes)
     h, w = size if size is not None else (None, None)
     gt = load_ground_truth(task.record, finder, h, w)
-    return evaluate_image(gt, dets, classes, h, w)
+    return evaluate_image(gt, dets, classes, h, w, _CONTEXT['ties'])
 
 
 def _run_batch(tasks):
@@ -108,23 +108,29 @@ def _batches(tasks, n):
         yield batch
 
 
-def evaluate_tasks(tasks, classes: Classes, finder: MaskFinder, workers: int = 1) -> EvalResult:
-    """Evaluate every task (an iterable, consumed lazily) and return the per-class APs and the mAP."""
-    acc = APAccumulator(classes)
+def evaluate_tasks(tasks, classes: Classes, finder: MaskFinder, workers: int = 1,
+                   ties: str = 'pessimistic') -> EvalResult:
+    """Evaluate every task (an iterable, consumed lazily) and return the per-class APs and the mAP.
+    ``ties``: 'pessimistic' or 'official' (see ``oid_metric``)."""
+    acc = APAccumulator(classes, ties)
     if workers <= 1:
-        _init(classes, finder)
+        _init(classes, finder, ties)
         for t in tasks:
-            acc.add(run_task(t))
+            acc.add(run_task(t), t.image_id)
         return acc.result()
     method = 'fork' if 'fork' in mp.get_all_start_methods() else 'spawn'
-    with mp.get_context(method).Pool(workers, initializer=_init, initargs=(classes, finder)) as pool:
+    with mp.get_context(method).Pool(workers, initializer=_init, initargs=(classes, finder, ties)) as pool:
         pending = deque()
+
+        def collect():
+            ids, job = pending.popleft()
+            for image_id, r in zip(ids, job.get()):
+                acc.add(r, image_id)
+
         for batch in _batches(tasks, BATCH):
-            pending.append(pool.apply_async(_run_batch, (batch,)))
+            pending.append(([t.image_id for t in batch], pool.apply_async(_run_batch, (batch,))))
             while len(pending) >= workers * IN_FLIGHT_PER_WORKER:
-                for r in pending.popleft().get():
-                    acc.add(r)
+                collect()
         while pending:
-            for r in pending.popleft().get():
-                acc.add(r)
+            collect()
     return acc.result()

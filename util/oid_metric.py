@@ -9,7 +9,7 @@ float32 / float64 ratios.
     GroundTruth, Detections             one image's inputs
     expand_ground_truth(labels, image_labels, classes)   -> GT rows per class, evaluatable classes
     evaluate_image(gt, dets, classes)   -> ImageResult: scored entries and counted GT per class (or None)
-    precision_recall(scores, tp, n)     VOC curves, ties ordered pessimistically (see below)
+    precision_recall(scores, tp, n)     VOC curves, ties ordered pessimistically or as the reference (below)
     average_precision(precision, recall)   VOC all-points AP
     APAccumulator                       sums ImageResults over images -> EvalResult (per-class AP, mAP)
 
@@ -37,6 +37,10 @@ Where the reference is not deterministic, this module fixes an order:
   (XMin, XMax, YMin, YMax), then IsGroupOf, then file order.
 - In the AP, equal scores put false positives before true positives: the lowest AP any order of the tie
   could give, and independent of image order, worker count and file order.
+With ``ties='official'`` the reference's own order is rebuilt instead: per image and class, numpy's default
+argsort of the scores in input order, reversed; per class, the images' entries in ImageID order, argsorted
+the same way. On the same numpy this gives the reference's numbers even with tied scores; the order is
+numpy's (its unstable sort differs between builds), so the default stays the pessimistic one.
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ from .mask_codec import rle_areas
 MATCH_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_CLASS = 10_000
 SCORE_FLOOR = -10.0                 # the reference's NMS keeps scores > -10 only
+TIES = ('pessimistic', 'official')
 MASK_EPS = np.float32(1e-7)         # np_mask_ops.EPSILON, applied in float32
 
 
@@ -270,8 +275,16 @@ def _kept_detections(dets: Detections, evaluatable: set):
     return [keep[k] for k in nonempty], areas[nonempty]
 
 
+def _descending(scores: np.ndarray, ties: str) -> np.ndarray:
+    """Order of ``scores``, highest first: equal ones in input order, or as the reference's argsort."""
+    if ties == 'official':
+        return np.argsort(scores)[::-1]
+    return np.argsort(-scores, kind='stable')
+
+
 def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
-                   height: int | None = None, width: int | None = None) -> ImageResult | None:
+                   height: int | None = None, width: int | None = None,
+                   ties: str = 'pessimistic') -> ImageResult | None:
     """One image -> ImageResult, or None when it has no GT at all (ignored).
 
     ``height``/``width`` (the image size) are needed only when there are detections.
@@ -300,7 +313,7 @@ def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
     inter[:, masked] = mask_intersections(det_masks, det_areas, [masks[j] for j in masked])
     for c in sorted(set(det_classes.tolist())):
         rows = np.flatnonzero(det_classes == c)
-        rows = rows[np.argsort(-det_scores[rows], kind='stable')][:MAX_DETECTIONS_PER_CLASS]
+        rows = rows[_descending(det_scores[rows], ties)][:MAX_DETECTIONS_PER_CLASS]
         kept[c] = len(rows)
         js = members.get(c)
         if not js:                                              # evaluatable through image labels only
@@ -312,9 +325,10 @@ def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
 
 
 # ---- AP ------------------------------------------------------------------------------------------
-def precision_recall(scores: np.ndarray, tp: np.ndarray, num_gt: float):
-    """VOC precision and recall; equal scores rank false positives first (order-independent, pessimistic)."""
-    order = np.lexsort((tp, -scores))
+def precision_recall(scores: np.ndarray, tp: np.ndarray, num_gt: float, ties: str = 'pessimistic'):
+    """VOC precision and recall; equal scores rank false positives first (order-independent, pessimistic),
+    or with ``ties='official'`` in the reference's argsort order of ``scores`` as given."""
+    order = np.argsort(scores)[::-1] if ties == 'official' else np.lexsort((tp, -scores))
     tp_sorted = tp[order].astype(np.float64)
     cum_tp = np.cumsum(tp_sorted)
     cum_fp = np.cumsum((tp_sorted <= 0).astype(np.float64))
@@ -350,38 +364,53 @@ class EvalResult:
 
 
 class APAccumulator:
-    """Collects ImageResults in any order; the result does not depend on that order."""
+    """Collects ImageResults in any order; the result does not depend on that order. With
+    ``ties='official'`` each result comes with its image id, and the entries are put in ImageID order (the
+    reference's) before the AP."""
 
-    def __init__(self, classes: Classes):
-        self.classes = classes
+    def __init__(self, classes: Classes, ties: str = 'pessimistic'):
+        if ties not in TIES:
+            raise ValueError(f'ties must be one of {TIES}, not {ties!r}')
+        self.classes, self.ties = classes, ties
         n = len(classes)
         self.scores = [[] for _ in range(n)]
         self.tp = [[] for _ in range(n)]
+        self.image_ids = [[] for _ in range(n)]
         self.counted_gt = np.zeros(n, np.int64)
         self.detections = np.zeros(n, np.int64)
         self.images_evaluated = 0
         self.images_ignored = 0
 
-    def add(self, result: ImageResult | None) -> None:
+    def add(self, result: ImageResult | None, image_id: str | None = None) -> None:
         if result is None:
             self.images_ignored += 1
             return
+        if self.ties == 'official' and image_id is None:
+            raise ValueError("ties='official' needs each result's image id")
         self.images_evaluated += 1
         for c, (s, t) in result.entries.items():
             self.scores[c].append(s)
             self.tp[c].append(t)
+            self.image_ids[c].append(image_id)
         for c, n in result.counted_gt.items():
             self.counted_gt[c] += n
         for c, n in result.detections.items():
             self.detections[c] += n
 
+    def _entries(self, c: int):
+        parts = range(len(self.scores[c]))
+        if self.ties == 'official':
+            parts = sorted(parts, key=lambda k: self.image_ids[c][k])
+        scores = np.concatenate([self.scores[c][k] for k in parts]) if parts else np.zeros(0)
+        tp = np.concatenate([self.tp[c][k] for k in parts]) if parts else np.zeros(0)
+        return scores, tp
+
     def result(self) -> EvalResult:
         ap = np.full(len(self.classes), np.nan)
         curves = {}
         for c in np.flatnonzero(self.counted_gt > 0).tolist():
-            scores = np.concatenate(self.scores[c]) if self.scores[c] else np.zeros(0)
-            tp = np.concatenate(self.tp[c]) if self.tp[c] else np.zeros(0)
-            precision, recall = precision_recall(scores, tp, float(self.counted_gt[c]))
+            scores, tp = self._entries(c)
+            precision, recall = precision_recall(scores, tp, float(self.counted_gt[c]), self.ties)
             ap[c] = average_precision(precision, recall)
             curves[c] = (precision, recall)
         return EvalResult(list(self.classes.mids), ap, self.counted_gt.copy(), self.detections.copy(),

@@ -196,6 +196,8 @@ def main(argv=None) -> None:
                    help='also this many random submissions built from the ground truth (seeded)')
     p.add_argument('--score-levels', type=int, default=0,
                    help='random submissions draw scores from this many values (ties); default: distinct scores')
+    p.add_argument('--ties', choices=('pessimistic', 'official'), default='pessimistic',
+                   help="util.evaluate's order of tied scores (official: the scorer's own numpy argsort order)")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--split', default='validation')
     p.add_argument('--hierarchy', default=os.path.join(ROOT, 'data/challenge-2019-label300-segmentable-hierarchy.json'))
@@ -244,7 +246,7 @@ def main(argv=None) -> None:
         official_map, official_ap = read_official_metrics(w(f'metrics{n}.csv'))
         t = time.perf_counter()
         ours = evaluate_files(masks_csv, d, bbox_csv, labels_csv, a.hierarchy, a.classes, submission,
-                              images_dir=images_dir, log=lambda *x, **k: None)
+                              images_dir=images_dir, log=lambda *x, **k: None, ties=a.ties)
         ours_s += time.perf_counter() - t
         ours_ap = dict(zip(ours.mids, ours.ap))
         scored = {m for m in mids if not np.isnan(official_ap.get(m, np.nan))}
