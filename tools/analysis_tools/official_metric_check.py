@@ -12,7 +12,9 @@ challenge's instructions describe, from the raw files that ``util.evaluate`` rea
 - a label map of the class CSV, and each submission as one row per detection.
 
 Then ``oid_challenge_evaluation`` scores each submission, ``util.evaluate`` scores it from the raw files, and
-the two mAPs and every per-class AP are compared. The last line reads
+the two mAPs and every per-class AP are compared. ``--random-submissions N`` adds adversarial submissions
+built from the ground truth; ``--score-levels K`` gives them tied scores, where ``--ties official`` is needed
+for an exact match. The last line reads
 ``max_map_diff=... max_class_ap_diff=... submissions=... speedup_vs_official=...``.
 
 Making the official interpreter (about 1.7 GB; the 2020 packaging of the scorer needs these shims, applied by
