@@ -20,11 +20,11 @@ for an exact match. The last line reads
 Making the official interpreter (about 1.7 GB; the 2020 packaging of the scorer needs these shims, applied by
 this script: numpy/pandas aliases removed since, and pure-Python protobuf for its old generated code):
 
-    python3.11 -m venv /tmp/tfvenv
-    /tmp/tfvenv/bin/pip install tensorflow-cpu pandas pycocotools six
-    /tmp/tfvenv/bin/pip install --no-deps tf-object-detection==0.0.3
+    python3.11 -m venv work_dirs/tf-official
+    work_dirs/tf-official/bin/pip install tensorflow-cpu pandas pycocotools six
+    work_dirs/tf-official/bin/pip install --no-deps tf-object-detection==0.0.3
 
-    python tools/analysis_tools/official_metric_check.py --official-python /tmp/tfvenv/bin/python \\
+    python tools/analysis_tools/official_metric_check.py --official-python work_dirs/tf-official/bin/python \\
         --data-dir work_dirs/demo/data --submissions work_dirs/demo/submissions/val-*.csv
 """
 from __future__ import annotations
