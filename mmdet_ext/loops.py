@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 
-from mmengine.dataset import InfiniteSampler
 from mmengine.logging import print_log
 from mmengine.runner.loops import IterBasedTrainLoop, _InfiniteDataloaderIterator
 
@@ -30,15 +29,13 @@ class _Consumed:
 @LOOPS.register_module()
 class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
     """``IterBasedTrainLoop`` that, on resume at iteration k, tells a batch sampler with ``skip`` (see
-    ``mmdet_ext.samplers``) to start k batches in, instead of loading and dropping k batches. That needs an
-    endless index stream (``InfiniteSampler``); with an epoch-based sampler (``ClassAwareSampler``) or a
-    batch sampler without ``skip``, mmengine's own fast-forward runs."""
+    ``mmdet_ext.samplers``) to start k batches in, instead of loading and dropping k batches. When the batch
+    sampler has no ``skip`` or declines (an epoch-based sampler such as ``ClassAwareSampler``), mmengine's
+    own fast-forward runs."""
 
     def run(self) -> None:
         batch_sampler = getattr(self.dataloader, 'batch_sampler', None)
-        if (self._iter > 0 and hasattr(batch_sampler, 'skip')
-                and isinstance(getattr(batch_sampler, 'sampler', None), InfiniteSampler)):
-            batch_sampler.skip(self._iter)
+        if self._iter > 0 and hasattr(batch_sampler, 'skip') and batch_sampler.skip(self._iter):
             # A fresh iterator over the dataloader starts a fresh pass of the batch sampler, from batch k.
             self.dataloader_iterator = _Consumed(_InfiniteDataloaderIterator(self.dataloader), self._iter)
             print_log(f'resume: the batch sampler skips the {self._iter} batches already trained on '

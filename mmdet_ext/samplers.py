@@ -19,25 +19,28 @@ from mmdet.registry import DATA_SAMPLERS
 @DATA_SAMPLERS.register_module()
 class ResumableAspectRatioBatchSampler(AspectRatioBatchSampler):
     """mmdet's ``AspectRatioBatchSampler`` with ``skip(batches)``: the next pass restarts the index stream
-    from its beginning and drops that many batches. The stream must replay identically from its start
-    (mmengine's ``InfiniteSampler`` does: its order depends only on its seed)."""
+    from its beginning and drops that many batches. Only an endless stream whose order depends on its seed
+    alone (mmengine's ``InfiniteSampler``) can be replayed so; for other samplers ``skip`` declines."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._pending_skip = None
 
-    def skip(self, batches: int) -> None:
+    def skip(self, batches: int) -> bool:
+        """Arrange for the next pass to start ``batches`` in; False (nothing arranged) if it cannot."""
+        if not isinstance(self.sampler, InfiniteSampler):
+            return False
         self._pending_skip = int(batches)
+        return True
 
     def __iter__(self):
         if self._pending_skip is None:
             yield from super().__iter__()
             return
         skip, self._pending_skip = self._pending_skip, None
-        if isinstance(self.sampler, InfiniteSampler):
-            # It keeps one generator for its lifetime, so a new pass would go on from wherever an earlier
-            # iterator (the DataLoader's first, prefetching one) left it, or find it closed.
-            self.sampler.indices = self.sampler._indices_of_rank()
+        # InfiniteSampler keeps one generator for its lifetime, so a new pass would go on from wherever an
+        # earlier iterator (the DataLoader's first, prefetching one) left it, or find it closed.
+        self.sampler.indices = self.sampler._indices_of_rank()
         # Images left in the buckets by that earlier iterator are not part of the restarted stream.
         self._aspect_ratio_buckets = [[] for _ in range(2)]
         yield from itertools.islice(super().__iter__(), skip, None)

@@ -5,7 +5,7 @@ of every training batch and a pipeline step counts the training images read from
 import gc
 
 import pytest
-from mmengine.dataset import InfiniteSampler
+from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.hooks import Hook
 from mmengine.registry import DefaultScope
 
@@ -107,5 +107,11 @@ def test_skip_restarts_the_stream_and_replays_the_grouping(synthetic_data, index
     for k in (0, 1, 7, 150):
         bs = fresh()
         batches(bs, 5)                          # the DataLoader's first iterator prefetched some batches
-        bs.skip(k)
+        assert bs.skip(k)
         assert batches(bs, n - k) == reference[k:]
+    # A stream that is not InfiniteSampler's cannot be replayed from its start: skip declines, so the
+    # loop keeps mmengine's fast-forward.
+    epoch_based = ResumableAspectRatioBatchSampler(DefaultSampler(dataset, shuffle=True, seed=3), batch_size=3)
+    assert not epoch_based.skip(7)
+    assert batches(epoch_based, 4) == batches(
+        ResumableAspectRatioBatchSampler(DefaultSampler(dataset, shuffle=True, seed=3), batch_size=3), 4)

@@ -43,7 +43,8 @@ from util.submission import iter_lockstep  # noqa: E402
 from util.validate_submission import validate_submission  # noqa: E402
 
 
-def rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """The process's high-water mark so far (it only grows)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -174,13 +175,13 @@ def chain_job(job) -> dict:
     whose memory does not depend on the number of images shows the same number twice)."""
     args, index, _, n_images = job
     classes_all = load_default().subset('all')
-    start = rss_mb()
+    start = peak_rss_mb()
     run_chain(Part(args.work, f'probe{index}'), classes_all)
-    probe_peak = rss_mb()
+    probe_peak = peak_rss_mb()
     t = time.perf_counter()
     cpu = run_chain(Part(args.work, f'part{index}'), classes_all)
     return dict(cpu=cpu, wall=time.perf_counter() - t, images=n_images, start_rss=start,
-                probe_images=max(1, n_images // 8), probe_peak=probe_peak, peak=rss_mb())
+                probe_images=max(1, n_images // 8), probe_peak=probe_peak, peak=peak_rss_mb())
 
 
 def dense_baseline(part: Part, n_images: int) -> None:
@@ -201,7 +202,7 @@ def dense_baseline(part: Part, n_images: int) -> None:
     pooled = sum(len(s[0]) for s in subset) / len(subset)
     print(f'mask nms on {len(subset)} images ({pooled:.0f} pooled detections each): RLE '
           f'{t_fast / len(subset) * 1e3:.1f} ms/img, dense {t_dense / len(subset) * 1e3:.0f} ms/img, '
-          f'speedup {t_dense / t_fast:.0f}x (peak RSS with dense masks {rss_mb():.0f} MiB)', flush=True)
+          f'speedup {t_dense / t_fast:.0f}x (peak RSS with dense masks {peak_rss_mb():.0f} MiB)', flush=True)
 
 
 def main(argv=None) -> None:

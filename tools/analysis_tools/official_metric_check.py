@@ -49,6 +49,7 @@ from util.hierarchy import Hierarchy  # noqa: E402
 from util.image_io import image_size, read_mask  # noqa: E402
 from util.mask_codec import decode_mask, encode_mask, resize_nearest  # noqa: E402
 from util.oid_groundtruth import MaskFinder  # noqa: E402
+from util.oid_metric import TIES  # noqa: E402
 from util.submission import SHORTEST, SubmissionWriter, iter_submission  # noqa: E402
 
 PREFIX = 'OpenImagesInstanceSegmentationChallenge_'
@@ -198,7 +199,7 @@ def main(argv=None) -> None:
                    help='also this many random submissions built from the ground truth (seeded)')
     p.add_argument('--score-levels', type=int, default=0,
                    help='random submissions draw scores from this many values (ties); default: distinct scores')
-    p.add_argument('--ties', choices=('pessimistic', 'official'), default='pessimistic',
+    p.add_argument('--ties', choices=TIES, default='pessimistic',
                    help="util.evaluate's order of tied scores (official: the scorer's own numpy argsort order)")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--split', default='validation')
