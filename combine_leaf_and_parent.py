@@ -2,7 +2,7 @@
 
 The parent submission is the mask-NMS merge of the expanded leaf detections and the parent model's
 (see scripts/postprocess.sh). Give several parent submissions with --nms-iou to merge them here in the
-same pass instead. The work is done by util.integrate.combine_leaf_and_parent.
+same pass instead. The work is done by util.post.combine.combine_leaf_and_parent.
 
     python combine_leaf_and_parent.py --leaf LEAF.csv --parent PARENT.csv [PARENT.csv ...] -o OUT.csv
                                       [--nms-iou 0.5 [--vote]] [--max-dets N]
@@ -10,8 +10,8 @@ same pass instead. The work is done by util.integrate.combine_leaf_and_parent.
 import argparse
 import sys
 
-from util.cli import run
-from util.integrate import combine_leaf_and_parent
+from util.common.cli import run
+from util.post.combine import combine_leaf_and_parent
 
 
 def main(argv=None) -> None:

@@ -2,7 +2,7 @@
 
 Importing the package registers: the checkpoint-loading fix for torch >= 2.6 (``checkpoint``), the Open
 Images dataset (``datasets``), a ``gs://`` storage backend (``fileio``), the cascade head with one
-class-count argument (``models``), the challenge metric (``oid_metric``), and a train loop and batch sampler
+class-count argument (``models``), the challenge metric (``challenge_metric``), and a train loop and batch sampler
 that resume without re-reading the images already trained on (``loops``, ``samplers``).
 ``apply_device_defaults`` adapts fp16 / nccl configs to CPU-only machines.
 """
@@ -12,6 +12,6 @@ from . import loops, samplers  # noqa: F401  (resume without re-reading trained 
 from .datasets import OIDInstanceDataset
 from .device import apply_device_defaults
 from .models import OIDCascadeRoIHead
-from .oid_metric import OIDChallengeMetric
+from .challenge_metric import OIDChallengeMetric
 
 __all__ = ['apply_device_defaults', 'OIDCascadeRoIHead', 'OIDChallengeMetric', 'OIDInstanceDataset']

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from util.hierarchy import DATA_DIR
+from util.common.hierarchy import DATA_DIR
 
 DEFAULT_MAPPING = os.path.join(DATA_DIR, 'coco-to-oid-classes.csv')
 COCO_NUM_CLASSES = 80

@@ -57,27 +57,27 @@ stage() {
 }
 
 stage_data() {
-  "$PYTHON" -m util.synthetic --out "$DATA" --seed "$SEED" \
+  "$PYTHON" -m util.data.synthetic --out "$DATA" --seed "$SEED" \
     --train "$TRAIN_IMAGES" --val "$VAL_IMAGES" --test "$TEST_IMAGES"
 }
 
 stage_prepare() {
   local subset
   for subset in leaf parent; do
-    "$PYTHON" -m util.build_annotations --subset "$subset" --img-root "$DATA" \
+    "$PYTHON" -m util.data.build --subset "$subset" --img-root "$DATA" \
       --masks-csv "$DATA/challenge-2019-train-segmentation-masks.csv" --out "$ANN/$subset-train.pkl"
-    "$PYTHON" -m util.build_annotations --subset "$subset" --img-root "$DATA" \
+    "$PYTHON" -m util.data.build --subset "$subset" --img-root "$DATA" \
       --masks-csv "$DATA/challenge-2019-validation-segmentation-masks.csv" --out "$ANN/$subset-val.pkl"
-    "$PYTHON" -m util.rebalance "$ANN/$subset-train.pkl" --preset "$subset" --rounds 7 --seed "$SEED" \
+    "$PYTHON" -m util.data.rebalance "$ANN/$subset-train.pkl" --preset "$subset" --rounds 7 --seed "$SEED" \
       --out "$ANN/$subset-train-balanced.npy" --report "$ANN/$subset-rebalance"
   done
   for subset in leaf parent; do  # the same shards, with each model family's class list
-    "$PYTHON" -m util.shards --images-dir "$DATA/validation" --num-shards "$NUM_SHARDS" --subset "$subset" \
+    "$PYTHON" -m util.data.shards --images-dir "$DATA/validation" --num-shards "$NUM_SHARDS" --subset "$subset" \
       --out "$ANN/val-shards-$subset" --id-list "$ANN/val-ids.csv"
-    "$PYTHON" -m util.shards --sample-csv "$DATA/sample_empty_submission.csv" --num-shards "$NUM_SHARDS" \
+    "$PYTHON" -m util.data.shards --sample-csv "$DATA/sample_empty_submission.csv" --num-shards "$NUM_SHARDS" \
       --subset "$subset" --out "$ANN/test-shards-$subset"
   done
-  "$PYTHON" -m util.draw_annotations "$ANN/leaf-val.pkl" --img-root "$DATA" --out "$DEMO_DIR/pictures/gt" --limit 4
+  "$PYTHON" -m util.data.draw "$ANN/leaf-val.pkl" --img-root "$DATA" --out "$DEMO_DIR/pictures/gt" --limit 4
 }
 
 # train NAME CONFIG ITERS SEED
@@ -124,10 +124,10 @@ stage_infer() {
 to_csv() {
   local split=$1 name=$2 shards=() f
   for f in "$DEMO_DIR/results/$split/$name"/*.jsonl.gz; do
-    "$PYTHON" -m util.results_to_submission "$f" -o "$DEMO_DIR/post/$split-$name/$(basename "$f" .jsonl.gz).csv"
+    "$PYTHON" -m util.post.to_submission "$f" -o "$DEMO_DIR/post/$split-$name/$(basename "$f" .jsonl.gz).csv"
     shards+=("$DEMO_DIR/post/$split-$name/$(basename "$f" .jsonl.gz).csv")
   done
-  "$PYTHON" -m util.merge_submissions "${shards[@]}" --ids "$(ids_of "$split")" -o "$DEMO_DIR/submissions/$split-$name.csv"
+  "$PYTHON" -m util.post.merge "${shards[@]}" --ids "$(ids_of "$split")" -o "$DEMO_DIR/submissions/$split-$name.csv"
 }
 
 stage_post() {
@@ -140,13 +140,13 @@ stage_post() {
   cp "$DEMO_DIR/submissions/test-final.csv" "$DEMO_DIR/submission.csv"
   local name
   for name in leaf-a leaf-b leaf; do to_csv val "$name"; done
-  "$PYTHON" -m util.expand "$DEMO_DIR/submissions/val-leaf.csv" -o "$DEMO_DIR/submissions/val-leaf-expanded.csv"
+  "$PYTHON" -m util.post.expand "$DEMO_DIR/submissions/val-leaf.csv" -o "$DEMO_DIR/submissions/val-leaf-expanded.csv"
 }
 
 evaluate() {
   local name=$1
   shift
-  "$PYTHON" -m util.evaluate --submission "$DEMO_DIR/submissions/val-$name.csv" \
+  "$PYTHON" -m util.metric.evaluate --submission "$DEMO_DIR/submissions/val-$name.csv" \
     --masks-csv "$DATA/challenge-2019-validation-segmentation-masks.csv" --masks-dir "$DATA" \
     --bbox-csv "$DATA/challenge-2019-validation-segmentation-bbox.csv" \
     --labels-csv "$DATA/challenge-2019-validation-segmentation-labels.csv" \
@@ -159,7 +159,7 @@ stage_evaluate() {
   local name
   for name in leaf-a leaf-b leaf leaf-expanded; do evaluate "$name"; done
   evaluate final --per-class "$DEMO_DIR/eval/final-per-class.csv" --plots "$DEMO_DIR/pictures/eval"
-  "$PYTHON" -m util.draw_predictions "$DEMO_DIR/submissions/val-final.csv" --annotations "$ANN/leaf-val.pkl" \
+  "$PYTHON" -m util.post.draw "$DEMO_DIR/submissions/val-final.csv" --annotations "$ANN/leaf-val.pkl" \
     --img-root "$DATA" --out "$DEMO_DIR/pictures/predictions" --limit 4 --score-thr 0.5
 }
 

@@ -2,13 +2,13 @@
 # The reference's post-processing chain: leaf and parent result shards -> one validated submission.
 #
 # Per shard S (a results file S.jsonl[.gz] in both result directories):
-#   1. results -> CSV, leaf and parent               util.results_to_submission
-#   2. leaf expansion, parents only                  util.expand --parents-only
-#   3. parent-model expansion (Bear->Carnivore, ...) util.expand
-#   4. mask NMS of 2 with 3                          util.mask_nms
+#   1. results -> CSV, leaf and parent               util.post.to_submission
+#   2. leaf expansion, parents only                  util.post.expand --parents-only
+#   3. parent-model expansion (Bear->Carnivore, ...) util.post.expand
+#   4. mask NMS of 2 with 3                          util.post.mask_nms
 #   5. leaf + merged parents                         combine_leaf_and_parent.py
-# then all shards are merged in test-id order (util.merge_submissions) and validated
-# (util.validate_submission); the submission is moved to --out only if it is valid.
+# then all shards are merged in test-id order (util.post.merge) and validated
+# (util.post.validate); the submission is moved to --out only if it is valid.
 #
 # Resumable: every step writes its output atomically, and a step whose output exists is skipped.
 # Delete a step's output (or the whole --work directory) to redo it.
@@ -91,15 +91,15 @@ process_shard() {
     for f in "$shard_ids/$name.txt" "$shard_ids/$name.csv"; do [ -e "$f" ] && id_args=(--ids "$f"); done
   fi
   local d=$work
-  step "$d/leaf_csv/$name.csv" "$py" -m util.results_to_submission "$leaf" -o "$d/leaf_csv/$name.csv" \
+  step "$d/leaf_csv/$name.csv" "$py" -m util.post.to_submission "$leaf" -o "$d/leaf_csv/$name.csv" \
     "${conv_args[@]}" "${id_args[@]}"
-  step "$d/parent_csv/$name.csv" "$py" -m util.results_to_submission "$parent" -o "$d/parent_csv/$name.csv" \
+  step "$d/parent_csv/$name.csv" "$py" -m util.post.to_submission "$parent" -o "$d/parent_csv/$name.csv" \
     "${conv_args[@]}" "${id_args[@]}"
-  step "$d/leaf_parents/$name.csv" "$py" -m util.expand "$d/leaf_csv/$name.csv" --parents-only \
+  step "$d/leaf_parents/$name.csv" "$py" -m util.post.expand "$d/leaf_csv/$name.csv" --parents-only \
     -o "$d/leaf_parents/$name.csv" "${hier_args[@]}"
-  step "$d/parent_expanded/$name.csv" "$py" -m util.expand "$d/parent_csv/$name.csv" \
+  step "$d/parent_expanded/$name.csv" "$py" -m util.post.expand "$d/parent_csv/$name.csv" \
     -o "$d/parent_expanded/$name.csv" "${hier_args[@]}"
-  step "$d/parent_nms/$name.csv" "$py" -m util.mask_nms "$d/leaf_parents/$name.csv" \
+  step "$d/parent_nms/$name.csv" "$py" -m util.post.mask_nms "$d/leaf_parents/$name.csv" \
     "$d/parent_expanded/$name.csv" -o "$d/parent_nms/$name.csv" --iou-thr "$iou_thr" $vote
   local cap=()
   [ -n "$max_dets" ] && cap=(--max-dets "$max_dets")
@@ -138,9 +138,9 @@ if [ "$failed" != 0 ]; then echo "error: a shard failed (see above)" >&2; exit 1
 
 combined=()
 for n in "${names[@]}"; do combined+=("$work/combined/$n.csv"); done
-step "$work/submission.csv" "$py" -m util.merge_submissions "${combined[@]}" --ids "$ids" \
+step "$work/submission.csv" "$py" -m util.post.merge "${combined[@]}" --ids "$ids" \
   -o "$work/submission.csv"
-"$py" -m util.validate_submission "$work/submission.csv" --ids "$ids"
+"$py" -m util.post.validate "$work/submission.csv" --ids "$ids"
 mkdir -p "$(dirname "$out")"
 mv "$work/submission.csv" "$out"
 echo "done: $out" >&2

@@ -10,7 +10,7 @@
 #
 # ENSEMBLE_TEST_ARGS are tools/ensemble_test.py's model and view options (--configs, --checkpoints,
 # --scales, --flip, --score-thr, --max-per-img, ...); this script sets --ann-file/--shard, --out, --device.
-#   --shards-dir  the shard files of `python -m util.shards` (shard_*_of_*.pkl|.json, in name order); or
+#   --shards-dir  the shard files of `python -m util.data.shards` (shard_*_of_*.pkl|.json, in name order); or
 #   --ann-file + --num-shards   one annotation file split into N consecutive shards (--shard I/N).
 #   --gpus N      use GPUs 0..N-1 of this node; --gpu-ids 0,2,3 these ones. Default: $GPUS, else the
 #                 CUDA_VISIBLE_DEVICES list, else the count nvidia-smi reports, else 0.

@@ -91,8 +91,8 @@ def rle(m) -> dict:
 
 
 def to_fast(img: LImage, classes):
-    """LImage -> (GroundTruth, Detections) of util.oid_metric."""
-    from util.oid_metric import Detections, GroundTruth
+    """LImage -> (GroundTruth, Detections) of util.metric.rules."""
+    from util.metric.rules import Detections, GroundTruth
     boxes = np.array([(o.box[2], o.box[0], o.box[3], o.box[1]) for o in img.objects], np.float64).reshape(-1, 4)
     gt = GroundTruth([o.label for o in img.objects], boxes, np.array([o.group_of for o in img.objects], bool),
                      [None if o.mask is None else rle(o.mask) for o in img.objects], list(img.image_labels))

@@ -17,9 +17,9 @@ import numpy as np
 
 from _eval_cases import DET_POOL, GT_POOL, random_blob
 from _eval_literal import LImage, LObject
-from util.hierarchy import load_default
-from util.mask_codec import encode_mask, resize_nearest
-from util.submission import SubmissionWriter
+from util.common.hierarchy import load_default
+from util.common.mask_codec import encode_mask, resize_nearest
+from util.common.submission import SubmissionWriter
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Dataset:
 
     def args(self, submission='sub.csv'):
         """The command-line arguments for these files."""
-        from util.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY
+        from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY
         return ['--masks-csv', self.path('masks.csv'), '--masks-dir', self.path('masks'),
                 '--bbox-csv', self.path('bbox.csv'), '--labels-csv', self.path('labels.csv'),
                 '--hierarchy', DEFAULT_HIERARCHY, '--classes', DEFAULT_CLASSES,

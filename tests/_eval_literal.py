@@ -1,7 +1,7 @@
 """A slow, literal statement of the challenge metric, to hold the fast evaluator against.
 
 Dense float32 masks, plain loops, one rule per line, in the order the facts file states them. It shares
-nothing with util.oid_metric but the hierarchy; the deliberate choices for the reference's
+nothing with util.metric.rules but the hierarchy; the deliberate choices for the reference's
 non-deterministic spots are the same (stable score order within an image, first GT in coordinate order on
 exact overlap ties, false positives first on equal scores in the AP).
 """

@@ -17,8 +17,8 @@ import zlib
 import numpy as np
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 HIERARCHY_JSON = os.path.join(REPO, 'data', 'challenge-2019-label300-segmentable-hierarchy.json')
 HEADER = ['ImageID', 'ImageWidth', 'ImageHeight', 'PredictionString']

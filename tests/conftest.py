@@ -23,13 +23,13 @@ def run_cli(args, cwd=REPO, check=True, env=None, timeout=900):
 def synthetic_data(tmp_path_factory):
     """Synthetic challenge download (seed 0) + leaf train / held-out annotation files."""
     root = tmp_path_factory.mktemp('oid')
-    run_cli(['-m', 'util.synthetic', '--out', str(root), '--seed', '0',
+    run_cli(['-m', 'util.data.synthetic', '--out', str(root), '--seed', '0',
              '--train', '24', '--val', '8', '--test', '6', '--no-progress'])
-    run_cli(['-m', 'util.build_annotations',
+    run_cli(['-m', 'util.data.build',
              '--masks-csv', str(root / 'challenge-2019-train-segmentation-masks.csv'),
              '--img-root', str(root), '--subset', 'leaf', '--no-progress',
              '--out', str(root / 'annotations/leaf-train.pkl')])
-    run_cli(['-m', 'util.build_annotations',
+    run_cli(['-m', 'util.data.build',
              '--masks-csv', str(root / 'challenge-2019-validation-segmentation-masks.csv'),
              '--img-root', str(root), '--subset', 'leaf', '--no-progress',
              '--out', str(root / 'annotations/leaf-val.pkl')])

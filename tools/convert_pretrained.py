@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from mmdet_ext.convert_pretrained import DEFAULT_MAPPING, convert_checkpoint
-from util.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, SUBSETS, Hierarchy
+from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, SUBSETS, Hierarchy
 
 
 def main(argv=None):

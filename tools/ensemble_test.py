@@ -5,7 +5,7 @@
         --images-dir DIR (--ann-file shard.pkl | --ann-file all.pkl --shard I/N) --out R.jsonl.gz \
         [--device cpu|cuda:0]
 
-The results file (``util.results_io``) appears only when the shard is complete; an interrupted run
+The results file (``util.post.results_io``) appears only when the shard is complete; an interrupted run
 (Ctrl-C, SIGTERM, crash) leaves ``OUT.partial`` and the same command resumes it; an existing OUT is
 skipped. One process per GPU: run shards in parallel with ``scripts/test_shards.sh``.
 """
@@ -18,7 +18,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated', categor
 
 import mmdet_ext  # noqa: E402,F401  (registers the project's modules and the checkpoint loader)
 from mmdet_ext.ensemble.runner import ensemble_test  # noqa: E402
-from util.cli import run  # noqa: E402
+from util.common.cli import run  # noqa: E402
 
 
 def scale(text: str) -> tuple[int, int]:

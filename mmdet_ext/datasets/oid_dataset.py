@@ -1,9 +1,9 @@
 """The Open Images instance-segmentation dataset for mmdetection 3.x.
 
-Reads the annotation files of ``util.build_annotations`` / ``util.shards`` (see ``util.annotations``): per
+Reads the annotation files of ``util.data.build`` / ``util.data.shards`` (see ``util.data.annotations``): per
 image its file name, size, pixel boxes, 0-based labels into the file's class subset and compressed-RLE masks.
 The class names and MIDs come from the file, so one dataset class serves the leaf (275), parent (23) and any
-other subset. An optional ``index_file`` (``util.rebalance``'s .npy list of indices into the file's images,
+other subset. An optional ``index_file`` (``util.data.rebalance``'s .npy list of indices into the file's images,
 repeats allowed) defines the epoch: the rebalanced training list of the reference.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from mmengine.utils import is_abs
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 
-from util.annotations import load_annotations
+from util.data.annotations import load_annotations
 
 
 @DATASETS.register_module()

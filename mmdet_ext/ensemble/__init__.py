@@ -1,5 +1,5 @@
 """Mask-aware test-time augmentation and multi-model ensembling (see ``tta``), and sharded test runs
-that write the results format of ``util.results_io`` (see ``runner``)."""
+that write the results format of ``util.post.results_io`` (see ``runner``)."""
 from .proposals import merge_proposals
 from .timing import StageTimer
 from .tta import EnsembleTTA

@@ -1,4 +1,4 @@
-"""One test shard through an ensemble into a results file (``util.results_io``), resumable.
+"""One test shard through an ensemble into a results file (``util.post.results_io``), resumable.
 
 The shard's images are predicted in annotation-file order and appended one line per image. A finished
 shard (its results file exists) is not recomputed; an interrupted one (``.partial`` left behind) resumes
@@ -18,10 +18,10 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from util.cli import DataError
-from util.mask_codec import encode_binary_batch
-from util.results_io import ResultsWriter
-from util.shards import shard_bounds
+from util.common.errors import DataError
+from util.common.mask_codec import encode_binary_batch
+from util.post.results_io import ResultsWriter
+from util.data.shards import shard_bounds
 
 ENCODE_CHUNK = 32   # masks RLE-encoded per call: bounds the dense copies pycocotools makes
 
@@ -49,7 +49,7 @@ def load_models(configs: Sequence[str], checkpoints: Sequence[str], device: str 
 
 
 def select_shard(data_list: list, index: int, count: int) -> list:
-    """The ``index``-th (from 0) of ``count`` consecutive near-equal shards: the split of util.shards."""
+    """The ``index``-th (from 0) of ``count`` consecutive near-equal shards: the split of util.data.shards."""
     if not 0 <= index < count:
         raise DataError(f'--shard {index}/{count}: the index must be in 0..{count - 1}')
     start, end = shard_bounds(len(data_list), count)[index]
@@ -108,7 +108,7 @@ def ensemble_test(configs: Sequence[str], checkpoints: Sequence[str], ann_file: 
     ``scales`` default to the first config's test scale; ``ensemble_kwargs`` go to ``EnsembleTTA``
     (flip, weights, score_thr, max_per_img, ...). Returns 'finished', 'resumed' or 'skipped'.
     """
-    from util.annotations import load_annotations
+    from util.data.annotations import load_annotations
 
     from .tta import EnsembleTTA
     if os.path.exists(out):

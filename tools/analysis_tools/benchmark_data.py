@@ -1,7 +1,7 @@
 """Benchmark of data preparation: mask conversion speed, annotation loading, rebalancing at train scale.
 
 1. Conversion: a synthetic download with real-size images (long side 1024, masks at another resolution)
-   goes through util.build_annotations with 1 and with 2 workers -> masks/s.
+   goes through util.data.build with 1 and with 2 workers -> masks/s.
    Targets: >= 150 masks/s per worker; 2 workers >= 1.7x one.
 2. Loading: an annotation file of full train scale (850k images, 2.1M masks with real-size RLEs and the
    real class frequencies), written directly in the annotation format, is loaded by load_annotations in
@@ -30,10 +30,10 @@ from pycocotools import mask as mask_utils
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from util.annotations import make_metainfo, save_annotations  # noqa: E402
-from util.build_annotations import build, make_source  # noqa: E402
-from util.hierarchy import load_default, read_mask_counts  # noqa: E402
-from util.synthetic import generate  # noqa: E402
+from util.data.annotations import make_metainfo, save_annotations  # noqa: E402
+from util.data.build import build, make_source  # noqa: E402
+from util.common.hierarchy import load_default, read_mask_counts  # noqa: E402
+from util.data.synthetic import generate  # noqa: E402
 
 TRAIN_IMAGES, TRAIN_MASKS = 850_000, 2_125_530
 IMAGE_SIZES = ((1024, 768), (768, 1024), (1024, 683), (683, 1024), (1024, 1024), (1024, 576), (1024, 680))
@@ -122,8 +122,8 @@ def synthesize_annotations(path: str, n_images: int, n_masks: int, seed: int = 0
 CHILD = r'''
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[2])
-from util.annotations import load_annotations
-from util.rebalance import class_images, parse_bands, rebalance
+from util.data.annotations import load_annotations
+from util.data.rebalance import class_images, parse_bands, rebalance
 t = time.perf_counter()
 ann = load_annotations(sys.argv[1])
 load_s = time.perf_counter() - t

@@ -67,7 +67,7 @@ def image_paths(args, workdir):
         names = sorted(n for n in os.listdir(args.images_dir)
                        if n.lower().endswith(('.jpg', '.jpeg', '.png')))
         return [os.path.join(args.images_dir, n) for n in names[:args.num_images]]
-    from util.synthetic import generate
+    from util.data.synthetic import generate
     generate(workdir, seed=0, train=0, val=0, test=args.num_images, progress=False)
     folder = os.path.join(workdir, 'test')
     return [os.path.join(folder, n) for n in sorted(os.listdir(folder))]

@@ -3,7 +3,7 @@
 Writes (once, then reuses) a synthetic set in the raw formats: images of long side 1024, ~5 GT masks per
 image as PNGs at their own resolution (plus box-only and group-of boxes and image-level labels), and a
 Kaggle-format submission with 100 detections per image (near-GT, stray and non-evaluatable ones). Then
-times ``util.evaluate.evaluate_files`` - reading the GT files and the submission, decoding, matching, AP -
+times ``util.metric.evaluate.evaluate_files`` - reading the GT files and the submission, decoding, matching, AP -
 and prints ``eval_images_per_s=... peak_rss_mb=...`` (parent + workers' peak resident memory) last.
 
     python tools/analysis_tools/benchmark_eval.py [--images 5000] [--workers 2] [--data-dir DIR]
@@ -26,10 +26,10 @@ from pycocotools import mask as mask_utils
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from util.atomic import AtomicWriter  # noqa: E402
-from util.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, Hierarchy  # noqa: E402
-from util.mask_codec import rle_to_encoded  # noqa: E402
-from util.submission import SubmissionWriter  # noqa: E402
+from util.common.atomic import AtomicWriter  # noqa: E402
+from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, Hierarchy  # noqa: E402
+from util.common.mask_codec import rle_to_encoded  # noqa: E402
+from util.common.submission import SubmissionWriter  # noqa: E402
 
 LONG_SIDE = 1024
 GT_MASKS = 5
@@ -147,7 +147,7 @@ def main(argv=None) -> None:
         generate(out, a.images, a.workers)
         print(f'generated {a.images} images in {out} in {time.perf_counter() - t:.0f} s')
 
-    from util.evaluate import evaluate_files
+    from util.metric.evaluate import evaluate_files
     load = os.getloadavg()[0]
     cpu = _cpu_seconds()
     t = time.perf_counter()

@@ -32,15 +32,15 @@ from pycocotools import mask as mask_utils
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from util.expand import Expander, expand_submission  # noqa: E402
-from util.hierarchy import load_default  # noqa: E402
-from util.integrate import combine_leaf_and_parent  # noqa: E402
-from util.mask_codec import encode_binary, encoded_to_coco  # noqa: E402
-from util.mask_nms import mask_nms_submissions, nms_detections  # noqa: E402
-from util.results_io import ResultsWriter  # noqa: E402
-from util.results_to_submission import results_to_submission  # noqa: E402
-from util.submission import iter_lockstep  # noqa: E402
-from util.validate_submission import validate_submission  # noqa: E402
+from util.post.expand import Expander, expand_submission  # noqa: E402
+from util.common.hierarchy import load_default  # noqa: E402
+from util.post.combine import combine_leaf_and_parent  # noqa: E402
+from util.common.mask_codec import encode_binary, encoded_to_coco  # noqa: E402
+from util.post.mask_nms import mask_nms_submissions, nms_detections  # noqa: E402
+from util.post.results_io import ResultsWriter  # noqa: E402
+from util.post.to_submission import results_to_submission  # noqa: E402
+from util.common.submission import iter_lockstep  # noqa: E402
+from util.post.validate import validate_submission  # noqa: E402
 
 
 def peak_rss_mb() -> float:

@@ -36,13 +36,13 @@ CONFIG = os.path.join(ROOT, 'configs/oid/cascade-mask-rcnn_x101-64x4d_fpn_oid-le
 
 def make_dataset(root: str, images: int) -> None:
     """Synthetic train split with real-size images, its leaf annotation file and banded index list."""
-    from util.synthetic import generate
+    from util.data.synthetic import generate
     generate(root, seed=0, train=images, val=0, test=0, long_side=(800, 1024), progress=False)
     ann = os.path.join(root, 'annotations/leaf-train.pkl')
-    for args in (['util.build_annotations', '--masks-csv',
+    for args in (['util.data.build', '--masks-csv',
                   os.path.join(root, 'challenge-2019-train-segmentation-masks.csv'), '--img-root', root,
                   '--subset', 'leaf', '--no-progress', '--out', ann],
-                 ['util.rebalance', ann, '--out', os.path.join(root, 'annotations/leaf-train-balanced.npy')]):
+                 ['util.data.rebalance', ann, '--out', os.path.join(root, 'annotations/leaf-train-balanced.npy')]):
         subprocess.run([sys.executable, '-m', *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 

@@ -1,8 +1,8 @@
-"""Hold ``util.evaluate`` against Google's own scorer (TF Object Detection API) on the same files.
+"""Hold ``util.metric.evaluate`` against Google's own scorer (TF Object Detection API) on the same files.
 
 The official code needs TensorFlow and an old ``object_detection`` package, so it runs in an interpreter of
 its own (``--official-python``; how to make one is below). This script writes its inputs the way the
-challenge's instructions describe, from the raw files that ``util.evaluate`` reads directly:
+challenge's instructions describe, from the raw files that ``util.metric.evaluate`` reads directly:
 
 - the bbox CSV and the image-level labels CSV as they are; the masks CSV turned into the segmentation
   format (``ImageID,LabelName,ImageWidth,ImageHeight,XMin,XMax,YMin,YMax,IsGroupOf,Mask``): each PNG resized
@@ -11,7 +11,7 @@ challenge's instructions describe, from the raw files that ``util.evaluate`` rea
 - all three expanded up the hierarchy by the official ``oid_hierarchical_labels_expansion``;
 - a label map of the class CSV, and each submission as one row per detection.
 
-Then ``oid_challenge_evaluation`` scores each submission, ``util.evaluate`` scores it from the raw files, and
+Then ``oid_challenge_evaluation`` scores each submission, ``util.metric.evaluate`` scores it from the raw files, and
 the two mAPs and every per-class AP are compared. ``--random-submissions N`` adds adversarial submissions
 built from the ground truth; ``--score-levels K`` gives them tied scores, where ``--ties official`` is needed
 for an exact match. The last line reads
@@ -44,13 +44,13 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from util.evaluate import evaluate_files  # noqa: E402
-from util.hierarchy import Hierarchy  # noqa: E402
-from util.image_io import image_size, read_mask  # noqa: E402
-from util.mask_codec import decode_mask, encode_mask, resize_nearest  # noqa: E402
-from util.oid_groundtruth import MaskFinder  # noqa: E402
-from util.oid_metric import TIES  # noqa: E402
-from util.submission import SHORTEST, SubmissionWriter, iter_submission  # noqa: E402
+from util.metric.evaluate import evaluate_files  # noqa: E402
+from util.common.hierarchy import Hierarchy  # noqa: E402
+from util.common.image_io import image_size, read_mask  # noqa: E402
+from util.common.mask_codec import decode_mask, encode_mask, resize_nearest  # noqa: E402
+from util.metric.groundtruth import MaskFinder  # noqa: E402
+from util.metric.rules import TIES  # noqa: E402
+from util.common.submission import SHORTEST, SubmissionWriter, iter_submission  # noqa: E402
 
 PREFIX = 'OpenImagesInstanceSegmentationChallenge_'
 # Run inside the official interpreter: shims for what newer numpy / pandas removed, then the scorer's CLI.
@@ -200,7 +200,7 @@ def main(argv=None) -> None:
     p.add_argument('--score-levels', type=int, default=0,
                    help='random submissions draw scores from this many values (ties); default: distinct scores')
     p.add_argument('--ties', choices=TIES, default='pessimistic',
-                   help="util.evaluate's order of tied scores (official: the scorer's own numpy argsort order)")
+                   help="util.metric.evaluate's order of tied scores (official: the scorer's own numpy argsort order)")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--split', default='validation')
     p.add_argument('--hierarchy', default=os.path.join(ROOT, 'data/challenge-2019-label300-segmentable-hierarchy.json'))
@@ -264,7 +264,7 @@ def main(argv=None) -> None:
         print(f'{os.path.basename(submission)}: official mAP {official_map:.10f}, ours {ours.mean_ap:.10f}, '
               f'|diff| {map_diffs[-1]:.2e}; {len(scored)} classes scored, max per-class |diff| {worst:.2e}',
               flush=True)
-    print(f'official scorer {official_s:.1f} s, util.evaluate {ours_s:.1f} s for {len(submissions)} submissions')
+    print(f'official scorer {official_s:.1f} s, util.metric.evaluate {ours_s:.1f} s for {len(submissions)} submissions')
     print(f'max_map_diff={max(map_diffs):.2e} max_class_ap_diff={max(class_diffs):.2e} '
           f'submissions={len(submissions)} speedup_vs_official={official_s / ours_s:.1f}')
 

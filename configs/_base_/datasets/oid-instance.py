@@ -1,4 +1,4 @@
-# Open Images instance segmentation in the annotation files of `util.build_annotations`.
+# Open Images instance segmentation in the annotation files of `util.data.build`.
 # Paths are relative to `data_root`; override them with --cfg-options, e.g.
 #   train_dataloader.dataset.ann_file=annotations/leaf-train.pkl
 dataset_type = 'OIDInstanceDataset'
@@ -36,7 +36,7 @@ train_dataloader = dict(
     batch_size=1,
     num_workers=2,
     persistent_workers=True,
-    # The reference's banded rebalancing: util.rebalance writes the epoch's list of image indices, already
+    # The reference's banded rebalancing: util.data.rebalance writes the epoch's list of image indices, already
     # shuffled and with repeats spread out, so it is read in order.
     sampler=dict(type='InfiniteSampler', shuffle=False),
     batch_sampler=dict(type='ResumableAspectRatioBatchSampler'),

@@ -1,0 +1,69 @@
+"""The layout's rules, read from the source: what may import what (README, "Layout")."""
+import ast
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+HEAVY = {'torch', 'mmdet', 'mmcv', 'mmengine', 'torchvision'}
+PACKAGES = ('common', 'data', 'post', 'metric')
+# Which util packages each one may import (besides itself).
+ALLOWED = {'common': set(), 'data': {'common'}, 'metric': {'common'}, 'post': {'common', 'data'}}
+
+
+def imported_modules(path: str) -> list[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved), at any depth."""
+    package = os.path.relpath(os.path.dirname(path), REPO).replace(os.sep, '.')
+    names = []
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split('.')[:len(package.split('.')) - node.level + 1]
+                names.append('.'.join(base + ([node.module] if node.module else [])))
+            else:
+                names.append(node.module)
+    return names
+
+
+def util_files():
+    files = sorted(glob.glob(os.path.join(REPO, 'util', '**', '*.py'), recursive=True))
+    assert len(files) > 25
+    return files
+
+
+def test_every_util_module_lives_in_a_stage_package():
+    loose = [f for f in util_files() if os.path.dirname(f) == os.path.join(REPO, 'util')
+             and os.path.basename(f) != '__init__.py']
+    assert loose == []
+    for pkg in PACKAGES:
+        doc = ast.get_docstring(ast.parse(open(os.path.join(REPO, 'util', pkg, '__init__.py')).read()))
+        modules = {os.path.basename(f)[:-3] for f in glob.glob(os.path.join(REPO, 'util', pkg, '*.py'))} - {'__init__'}
+        # The package docstring is a map: every module is named in it.
+        assert doc and all(m in doc for m in modules), (pkg, sorted(m for m in modules if m not in (doc or '')))
+
+
+@pytest.mark.parametrize('path', util_files(), ids=lambda p: os.path.relpath(p, REPO))
+def test_util_imports_follow_the_layout(path):
+    rel = os.path.relpath(path, os.path.join(REPO, 'util')).split(os.sep)
+    own = rel[0] if len(rel) > 1 else None
+    for name in imported_modules(path):
+        top = name.split('.')
+        assert top[0] not in HEAVY, (path, name)
+        if top[0] == 'util' and own and len(top) > 1:
+            assert top[1] == own or top[1] in ALLOWED[own], f'{path}: util.{own} imports {name}'
+
+
+def test_util_imports_no_deep_learning_stack_at_run_time():
+    """Importing every util module (and the CLIs' main functions) loads none of torch/mmdet/mmcv/mmengine."""
+    mods = [os.path.relpath(f, REPO)[:-3].replace(os.sep, '.').removesuffix('.__init__') for f in util_files()]
+    code = ('import importlib, sys\n'
+            f'for m in {mods!r}: importlib.import_module(m)\n'
+            f'print(sorted(m for m in sys.modules if m.split(".")[0] in {sorted(HEAVY)!r}))')
+    p = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.strip() == '[]', p.stdout + p.stderr

@@ -1,0 +1,12 @@
+"""What every stage shares; imports no other ``util`` package.
+
+    errors       DataError: the one error type for unusable input
+    atomic       AtomicWriter: temporary name, renamed into place only when complete
+    cli          run(main): one-line errors and exit codes for every entry point; shared flags
+    textio       opening text inputs strictly: UTF-8 (BOM accepted), gzip and binary refused by name
+    hierarchy    the class hierarchy: leaves, parents, ancestors, class subsets, the shipped class files
+    mask_codec   the challenge's EncodedMask <-> COCO RLE <-> binary mask, with one strict decoder
+    submission   the Kaggle submission CSV: streaming reader, lock-step reader, atomic writer, id lists
+    image_io     image sizes from headers, full decodes for --strict, mask PNGs, image file lookup
+    drawing      instances drawn on images (annotation and prediction pictures)
+"""

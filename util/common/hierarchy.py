@@ -1,0 +1,181 @@
+"""The challenge's class hierarchy: leaves, parents, ancestors, descendants, depth layers, class subsets.
+
+The hierarchy JSON is a tree of ``{"LabelName": mid, "Subcategory": [...]}`` nodes under the root
+``/m/0bl9f``. A label may appear under more than one parent (Teddy bear is under Toy and under Bear), so
+ancestors and descendants are sets, never a single chain. Class order everywhere is the order of first
+occurrence in a pre-order walk of the JSON ("hierarchy order"), which is stable across runs and machines.
+
+    h = Hierarchy.from_json(path)
+    h.leaves                   # 275 MIDs, hierarchy order
+    h.ancestors('/m/0kmg4')    # {Toy, Bear, Carnivore}
+    h.subset('parent23')       # the parent model's classes
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .errors import DataError
+
+ROOT = '/m/0bl9f'
+# The challenge's class files ship in the repository's data/ folder (two levels above this package).
+DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'data')
+DEFAULT_HIERARCHY = os.path.join(DATA_DIR, 'challenge-2019-label300-segmentable-hierarchy.json')
+DEFAULT_CLASSES = os.path.join(DATA_DIR, 'challenge-2019-classes-description-segmentable.csv')
+DEFAULT_MASK_COUNTS = os.path.join(DATA_DIR, 'challenge-2019-train-mask-counts.csv')
+
+SUBSETS = ('leaf', 'parent', 'parent23', 'parent25', 'layer0', 'layer1', 'all')
+
+
+@dataclass
+class Hierarchy:
+    """Parent/child relations of the labels below the root (the root itself is not a class)."""
+    order: list[str]                       # every label once, hierarchy order
+    parents: dict[str, set[str]]           # label -> direct parents (root excluded)
+    children: dict[str, list[str]]         # label -> direct children, hierarchy order
+    depth: dict[str, int]                  # depth of first occurrence, 0 = child of the root
+    names: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, path: str = DEFAULT_HIERARCHY, classes_csv: str | None = DEFAULT_CLASSES):
+        with open(path) as f:
+            tree = json.load(f)
+        if tree.get('LabelName') != ROOT:
+            raise ValueError(f'{path}: root LabelName is {tree.get("LabelName")!r}, expected {ROOT}')
+        order, parents, children, depth = [], {}, {}, {}
+
+        def walk(node, parent, level):
+            mid = node['LabelName']
+            if mid not in depth:
+                order.append(mid)
+                depth[mid] = level
+                parents[mid] = set()
+                children[mid] = []
+            if parent is not None:
+                parents[mid].add(parent)
+                if mid not in children[parent]:
+                    children[parent].append(mid)
+            for sub in node.get('Subcategory', []):
+                walk(sub, mid, level + 1)
+
+        for sub in tree.get('Subcategory', []):
+            walk(sub, None, 0)
+        names = read_class_names(classes_csv) if classes_csv else {}
+        return cls(order, parents, children, depth, names)
+
+    # ---- relations -------------------------------------------------------------------------------
+    def ancestors(self, mid: str) -> set[str]:
+        """All labels above ``mid`` (root excluded), through every parent."""
+        return set(self._ancestors[mid])
+
+    def descendants(self, mid: str) -> set[str]:
+        """All labels below ``mid``."""
+        return set(self._descendants[mid])
+
+    def ancestors_in_order(self, mid: str) -> list[str]:
+        """Ancestors in hierarchy order (deterministic iteration for expansion)."""
+        return self._ancestors[mid]
+
+    @cached_property
+    def _ancestors(self) -> dict[str, list[str]]:
+        out = {}
+        rank = self.rank
+
+        def up(mid):
+            if mid not in out:
+                acc = set()
+                for p in self.parents[mid]:
+                    acc.add(p)
+                    acc.update(up(p))
+                out[mid] = sorted(acc, key=rank.__getitem__)
+            return out[mid]
+
+        for mid in self.order:
+            up(mid)
+        return out
+
+    @cached_property
+    def _descendants(self) -> dict[str, list[str]]:
+        acc = {mid: set() for mid in self.order}
+        for mid, ups in self._ancestors.items():
+            for a in ups:
+                acc[a].add(mid)
+        return {m: sorted(s, key=self.rank.__getitem__) for m, s in acc.items()}
+
+    @cached_property
+    def rank(self) -> dict[str, int]:
+        return {mid: i for i, mid in enumerate(self.order)}
+
+    # ---- class sets ------------------------------------------------------------------------------
+    @cached_property
+    def leaves(self) -> list[str]:
+        return [m for m in self.order if not self.children[m]]
+
+    @cached_property
+    def parent_labels(self) -> list[str]:
+        """Every label with children (25 in the challenge)."""
+        return [m for m in self.order if self.children[m]]
+
+    @cached_property
+    def grandparents(self) -> list[str]:
+        """Labels with a child that has children (Carnivore, Reptile)."""
+        return [m for m in self.parent_labels if any(self.children[c] for c in self.children[m])]
+
+    def layer(self, k: int) -> list[str]:
+        """The 20th place's layers: 0 = labels first seen at depth 0, 1 = all the others."""
+        return [m for m in self.order if (self.depth[m] == 0) == (k == 0)]
+
+    def subset(self, name: str) -> list[str]:
+        """Class list of a named subset, hierarchy order. ``parent`` means the 23 of the parent model."""
+        if name == 'leaf':
+            return list(self.leaves)
+        if name in ('parent', 'parent23'):
+            gp = set(self.grandparents)
+            return [m for m in self.parent_labels if m not in gp]
+        if name == 'parent25':
+            return list(self.parent_labels)
+        if name == 'layer0':
+            return self.layer(0)
+        if name == 'layer1':
+            return self.layer(1)
+        if name == 'all':
+            return list(self.order)
+        raise ValueError(f'unknown class subset {name!r}; choose one of {", ".join(SUBSETS)}')
+
+    def expand(self, mid: str) -> list[str]:
+        """``mid`` followed by its ancestors: the labels a ground-truth box counts for."""
+        return [mid] + self._ancestors[mid]
+
+    def name(self, mid: str) -> str:
+        return self.names.get(mid, mid)
+
+
+def read_class_names(path: str = DEFAULT_CLASSES) -> dict[str, str]:
+    """``MID,Name`` rows without a header -> {mid: name}."""
+    with open(path, newline='') as f:
+        return {row[0]: row[1] for row in csv.reader(f) if row}
+
+
+def read_mask_counts(path: str = DEFAULT_MASK_COUNTS) -> dict[str, int]:
+    """``class,count`` rows (train masks per label) -> {mid: count}."""
+    with open(path, newline='') as f:
+        return {row['class']: int(row['count']) for row in csv.DictReader(f)}
+
+
+def load_default() -> Hierarchy:
+    return Hierarchy.from_json(DEFAULT_HIERARCHY, DEFAULT_CLASSES)
+
+
+def class_list(spec: str, hierarchy: Hierarchy | None = None) -> list[str]:
+    """Classes named on a command line: a subset name (``leaf``, ``parent23``, ...) or a file whose
+    lines start with a MID (a class list, the classes-description CSV); rows not starting with '/' such
+    as a header are skipped."""
+    if os.path.exists(spec):
+        with open(spec, newline='') as f:
+            return [row[0].strip() for row in csv.reader(f) if row and row[0].strip().startswith('/')]
+    if spec not in SUBSETS:
+        raise DataError(f'{spec}: neither a file nor a class subset ({", ".join(SUBSETS)})')
+    return (hierarchy or load_default()).subset(spec)

@@ -1,0 +1,417 @@
+"""The challenge metric's rules (official TF Object Detection API scorer, instance segmentation), without I/O.
+
+One image's ground truth and detections go in; per-class scored entries come out; the entries of all
+images become per-class AP and the mAP. Masks are COCO RLEs (bytes counts) at the image size and every
+overlap is computed in the RLE domain (``pycocotools.mask.iou``), then turned into the reference's exact
+float32 / float64 ratios.
+
+    Classes(mids, hierarchy)            the evaluated class list and its expansions up / down the hierarchy
+    GroundTruth, Detections             one image's inputs
+    expand_ground_truth(labels, image_labels, classes)   -> GT rows per class, evaluatable classes
+    evaluate_image(gt, dets, classes)   -> ImageResult: scored entries and counted GT per class (or None)
+    precision_recall(scores, tp, n)     VOC curves, ties ordered pessimistically or as the reference (below)
+    average_precision(precision, recall)   VOC all-points AP
+    APAccumulator                       sums ImageResults over images -> EvalResult (per-class AP, mAP)
+
+The rules, in the order the reference applies them (object_detection_evaluation.py and
+per_image_evaluation.py of tensorflow/models, the command-line path oid_challenge_evaluation.py):
+- GT rows count for their label and every ancestor; a positive image-level label adds its ancestors, a
+  negative one its descendants. Evaluatable classes = expanded image-level labels + expanded GT classes;
+  detections of other classes are dropped; an image without any GT is ignored.
+- A GT whose mask is absent or empty is box-only. Counted GT per class = GT with a non-empty mask, group-of
+  or not (the command-line path's group-of weight is 1.0).
+- A detection's box is the tight box of its mask, normalised ([min, max + 1) / size); empty masks are
+  dropped, and so are scores <= -10 (the reference's NMS score floor). Per image and class, detections are
+  sorted by score and cut at 10,000.
+- Four greedy stages; a detection looks only at its best GT (first one on exact ties), a taken best GT
+  leaves it unmatched for that stage: (a) mask IoU >= 0.5 with non-group-of masked GT -> TP; (b) mask IoA
+  >= 0.5 with group-of masked GT -> ignored, and each such GT adds one TP entry at the best score that hit
+  it (only when that score is > 0); (c) box IoU >= 0.5 with box-only non-group-of GT -> the first detection
+  is ignored, later ones stay FP; (d) box IoA >= 0.5 with box-only group-of GT -> ignored.
+- AP = VOC all-points area; mAP = mean over classes with counted GT (no detections -> AP 0).
+
+Where the reference is not deterministic, this module fixes an order:
+- Within an image and class, equal scores keep their input order (a stable sort); the reference's unstable
+  argsort decides which of two tied detections is matched first.
+- Ties in the best-GT choice go to the first GT in the reference's merge order: box coordinates
+  (XMin, XMax, YMin, YMax), then IsGroupOf, then file order.
+- In the AP, equal scores put false positives before true positives: the lowest AP any order of the tie
+  could give, and independent of image order, worker count and file order.
+With ``ties='official'`` the reference's own order is rebuilt instead: per image and class, numpy's default
+argsort of the scores in input order, reversed; per class, the images' entries in ImageID order, argsorted
+the same way. On the same numpy this gives the reference's numbers even with tied scores; the order is
+numpy's (its unstable sort differs between builds), so the default stays the pessimistic one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from ..common.mask_codec import rle_areas
+
+MATCH_THRESHOLD = 0.5
+MAX_DETECTIONS_PER_CLASS = 10_000
+SCORE_FLOOR = -10.0                 # the reference's NMS keeps scores > -10 only
+TIES = ('pessimistic', 'official')
+MASK_EPS = np.float32(1e-7)         # np_mask_ops.EPSILON, applied in float32
+
+
+class Classes:
+    """The evaluated class list (MIDs, in report order) and each label's expansions as class indices.
+
+    Labels outside the hierarchy expand to themselves only; expansions keep only listed classes, so a
+    class list that is a subset of the hierarchy evaluates that subset.
+    """
+
+    def __init__(self, mids, hierarchy):
+        self.mids = list(mids)
+        self.index = {m: i for i, m in enumerate(self.mids)}
+        if len(self.index) != len(self.mids):
+            raise ValueError('class list has duplicate MIDs')
+        self.hierarchy = hierarchy
+        self._up: dict[str, tuple[int, ...]] = {}
+        self._down: dict[str, tuple[int, ...]] = {}
+
+    def __len__(self):
+        return len(self.mids)
+
+    def _indices(self, labels):
+        return tuple(self.index[m] for m in labels if m in self.index)
+
+    def up(self, mid: str) -> tuple[int, ...]:
+        """``mid`` and its ancestors: the classes a GT row or a positive label counts for."""
+        if mid not in self._up:
+            known = mid in self.hierarchy.parents
+            self._up[mid] = self._indices([mid] + (self.hierarchy.ancestors_in_order(mid) if known else []))
+        return self._up[mid]
+
+    def down(self, mid: str) -> tuple[int, ...]:
+        """``mid`` and its descendants: the classes a negative image-level label covers."""
+        if mid not in self._down:
+            known = mid in self.hierarchy.parents
+            self._down[mid] = self._indices([mid] + (sorted(self.hierarchy.descendants(mid),
+                                                            key=self.hierarchy.rank.__getitem__)
+                                                     if known else []))
+        return self._down[mid]
+
+
+@dataclass
+class GroundTruth:
+    """One image's GT objects (box rows after the mask join, before expansion) and verified labels."""
+    labels: list                    # MID per object
+    boxes: np.ndarray               # (N, 4) float64, normalised [ymin, xmin, ymax, xmax]
+    group_of: np.ndarray            # (N,) bool
+    masks: list                     # COCO RLE (bytes counts) at image size, or None (box-only)
+    image_labels: list = field(default_factory=list)   # [(mid, verified_present: bool)]
+
+
+@dataclass
+class Detections:
+    """One image's detections: class indices into ``Classes``, scores, masks at the image size."""
+    classes: np.ndarray             # (M,) int
+    scores: np.ndarray              # (M,) float64
+    masks: list                     # COCO RLE (bytes counts)
+
+    @classmethod
+    def empty(cls):
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.float64), [])
+
+
+@dataclass
+class ImageResult:
+    """Per class: scored entries (score, 1.0 = TP / 0.0 = FP), counted GT, detections kept."""
+    entries: dict                   # class -> (scores float64, tp float64)
+    counted_gt: dict                # class -> int
+    detections: dict                # class -> int
+
+
+# ---- overlaps ------------------------------------------------------------------------------------
+def tight_boxes(rles: list, height: int, width: int) -> np.ndarray:
+    """Normalised [ymin, xmin, ymax, xmax] of each mask: [first, last + 1) pixel over the image size."""
+    if not rles:
+        return np.zeros((0, 4), np.float64)
+    x, y, w, h = mask_utils.toBbox(rles).T
+    return np.stack([y / height, x / width, (y + h) / height, (x + w) / width], axis=1)
+
+
+def mask_intersections(det_rles: list, det_areas: np.ndarray, gt_rles: list) -> np.ndarray:
+    """Pixel counts of det & gt, (M, N) int64, without dense masks.
+
+    pycocotools' crowd IoU is intersection / detection area (an exact double); times the integer area it
+    gives the integer intersection back.
+    """
+    if not det_rles or not gt_rles:
+        return np.zeros((len(det_rles), len(gt_rles)), np.int64)
+    ioa = np.asarray(mask_utils.iou(det_rles, gt_rles, [1] * len(gt_rles)), np.float64)
+    if (ioa < 0).any():
+        raise ValueError('detection and ground-truth masks differ in size')
+    return np.rint(ioa * det_areas[:, None]).astype(np.int64)
+
+
+def box_intersection(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    """Pairwise intersection areas of [ymin, xmin, ymax, xmax] boxes, as np_box_ops computes them."""
+    heights = np.maximum(0.0, np.minimum(boxes1[:, None, 2], boxes2[None, :, 2])
+                         - np.maximum(boxes1[:, None, 0], boxes2[None, :, 0]))
+    widths = np.maximum(0.0, np.minimum(boxes1[:, None, 3], boxes2[None, :, 3])
+                        - np.maximum(boxes1[:, None, 1], boxes2[None, :, 1]))
+    return heights * widths
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
+    inter = box_intersection(boxes1, boxes2)
+    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
+    with np.errstate(divide='ignore', invalid='ignore'):
+        return inter / union
+
+
+def box_ioa(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+    """Intersection over the DETECTION's area, (M, N)."""
+    return box_intersection(det_boxes, gt_boxes) / box_area(det_boxes)[:, None]
+
+
+# ---- matching ------------------------------------------------------------------------------------
+def _greedy_iou(overlap, state, is_box: bool) -> None:
+    """VOC greedy IoU stage: each unflagged detection tries its best GT; the first to reach it is a TP."""
+    tp, to_box, to_group = state
+    best = np.argmax(overlap, axis=1)
+    best_value = overlap[np.arange(len(best)), best]
+    taken = set()
+    for i, (g, v) in enumerate(zip(best.tolist(), best_value.tolist())):
+        if tp[i] or to_group[i] or not v >= MATCH_THRESHOLD:
+            continue
+        if g not in taken:
+            taken.add(g)
+            tp[i] = True
+            to_box[i] = is_box
+
+
+def _greedy_ioa(overlap, scores, state) -> np.ndarray:
+    """Group-of stage: every unflagged detection inside its best group-of GT is ignored.
+
+    Returns each hit group-of GT's best score (0 when not hit), in GT order.
+    """
+    tp, _, to_group = state
+    best = np.argmax(overlap, axis=1)
+    best_value = overlap[np.arange(len(best)), best]
+    best_score = np.zeros(overlap.shape[1], np.float64)
+    for i, (g, v) in enumerate(zip(best.tolist(), best_value.tolist())):
+        if tp[i] or to_group[i] or not v >= MATCH_THRESHOLD:
+            continue
+        to_group[i] = True
+        best_score[g] = max(best_score[g], scores[i])
+    return best_score
+
+
+def match_class(scores, det_boxes, det_areas, inter, gt_boxes, gt_areas, gt_group_of):
+    """Scored entries of one class in one image: (scores, tp) float64 arrays.
+
+    ``scores`` are sorted (descending); ``inter`` holds det x GT mask intersections (pixels), ``gt_areas``
+    0 for box-only GT.
+    """
+    n = len(scores)
+    state = (np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
+    has_mask = gt_areas > 0
+    det_area32 = det_areas.astype(np.float32)
+    group_scores = np.zeros(0, np.float64)
+
+    sel = has_mask & ~gt_group_of                                      # (a) mask IoU, non-group-of
+    if sel.any():
+        i32 = inter[:, sel].astype(np.float32)
+        union = det_area32[:, None] + gt_areas[sel].astype(np.float32)[None, :] - i32
+        _greedy_iou(i32 / np.maximum(union, MASK_EPS), state, is_box=False)
+    sel = has_mask & gt_group_of                                       # (b) mask IoA, group-of
+    if sel.any():
+        ioa = inter[:, sel].astype(np.float32) / (det_area32[:, None] + MASK_EPS)
+        best = _greedy_ioa(ioa, scores, state)
+        group_scores = best[best > 0]
+    sel = ~has_mask & ~gt_group_of                                     # (c) box IoU, box-only
+    if sel.any():
+        _greedy_iou(box_iou(det_boxes, gt_boxes[sel]), state, is_box=True)
+    sel = ~has_mask & gt_group_of                                      # (d) box IoA, box-only group-of
+    if sel.any():
+        _greedy_ioa(box_ioa(det_boxes, gt_boxes[sel]), scores, state)
+
+    tp, to_box, to_group = state
+    valid = ~to_box & ~to_group
+    return (np.concatenate([scores[valid], group_scores]),
+            np.concatenate([tp[valid].astype(np.float64), np.ones(len(group_scores))]))
+
+
+def gt_order(gt: GroundTruth) -> np.ndarray:
+    """The reference's GT order (its outer merge sorts by XMin, XMax, YMin, YMax, IsGroupOf)."""
+    b = gt.boxes
+    return np.lexsort((np.arange(len(b)), gt.group_of, b[:, 2], b[:, 0], b[:, 3], b[:, 1]))
+
+
+def expand_ground_truth(labels: list, image_labels: list, classes: Classes):
+    """GT rows and image-level labels up/down the hierarchy.
+
+    Returns ``members`` (class -> indices of the GT rows that count for it, in row order) and the set of
+    evaluatable classes (expanded GT classes + expanded verified labels, positive and negative).
+    """
+    members: dict[int, list[int]] = {}
+    for j, mid in enumerate(labels):
+        for c in classes.up(mid):
+            members.setdefault(c, []).append(j)
+    evaluatable = set(members)
+    for mid, positive in image_labels:
+        evaluatable.update(classes.up(mid) if positive else classes.down(mid))
+    return members, evaluatable
+
+
+def _kept_detections(dets: Detections, evaluatable: set):
+    """Indices and areas of the detections that take part: evaluatable class, score above the floor,
+    non-empty mask."""
+    keep = [k for k, (c, s) in enumerate(zip(dets.classes.tolist(), dets.scores.tolist()))
+            if c in evaluatable and s > SCORE_FLOOR]
+    areas = rle_areas([dets.masks[k] for k in keep])
+    nonempty = np.flatnonzero(areas > 0)
+    return [keep[k] for k in nonempty], areas[nonempty]
+
+
+def _descending(scores: np.ndarray, ties: str) -> np.ndarray:
+    """Order of ``scores``, highest first: equal ones in input order, or as the reference's argsort."""
+    if ties == 'official':
+        return np.argsort(scores)[::-1]
+    return np.argsort(-scores, kind='stable')
+
+
+def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
+                   height: int | None = None, width: int | None = None,
+                   ties: str = 'pessimistic') -> ImageResult | None:
+    """One image -> ImageResult, or None when it has no GT at all (ignored).
+
+    ``height``/``width`` (the image size) are needed only when there are detections.
+    """
+    if not gt.labels and not gt.image_labels:
+        return None
+    order = gt_order(gt)
+    boxes, group_of = gt.boxes[order], gt.group_of[order]
+    masks = [gt.masks[j] for j in order]
+    masked = [j for j, m in enumerate(masks) if m is not None]
+    gt_areas = np.zeros(len(masks), np.int64)
+    gt_areas[masked] = rle_areas([masks[j] for j in masked])
+    masked = [j for j in masked if gt_areas[j] > 0]             # an empty mask is box-only
+
+    members, evaluatable = expand_ground_truth([gt.labels[j] for j in order], gt.image_labels, classes)
+    counted = {c: n for c, js in members.items() if (n := int(np.count_nonzero(gt_areas[js])))}
+
+    keep, det_areas = _kept_detections(dets, evaluatable)
+    entries, kept = {}, {}
+    if not keep:
+        return ImageResult(entries, counted, kept)
+    det_masks = [dets.masks[k] for k in keep]
+    det_classes, det_scores = dets.classes[keep], dets.scores[keep].astype(np.float64)
+    det_boxes = tight_boxes(det_masks, height, width)
+    inter = np.zeros((len(keep), len(masks)), np.int64)
+    inter[:, masked] = mask_intersections(det_masks, det_areas, [masks[j] for j in masked])
+    for c in sorted(set(det_classes.tolist())):
+        rows = np.flatnonzero(det_classes == c)
+        rows = rows[_descending(det_scores[rows], ties)][:MAX_DETECTIONS_PER_CLASS]
+        kept[c] = len(rows)
+        js = members.get(c)
+        if not js:                                              # evaluatable through image labels only
+            entries[c] = (det_scores[rows], np.zeros(len(rows)))
+            continue
+        entries[c] = match_class(det_scores[rows], det_boxes[rows], det_areas[rows], inter[np.ix_(rows, js)],
+                                 boxes[js], gt_areas[js], group_of[js])
+    return ImageResult(entries, counted, kept)
+
+
+# ---- AP ------------------------------------------------------------------------------------------
+def precision_recall(scores: np.ndarray, tp: np.ndarray, num_gt: float, ties: str = 'pessimistic'):
+    """VOC precision and recall; equal scores rank false positives first (order-independent, pessimistic),
+    or with ``ties='official'`` in the reference's argsort order of ``scores`` as given."""
+    order = np.argsort(scores)[::-1] if ties == 'official' else np.lexsort((tp, -scores))
+    tp_sorted = tp[order].astype(np.float64)
+    cum_tp = np.cumsum(tp_sorted)
+    cum_fp = np.cumsum((tp_sorted <= 0).astype(np.float64))
+    return cum_tp / (cum_tp + cum_fp), cum_tp / num_gt
+
+
+def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
+    """Area under the monotone precision envelope, at every recall change (VOC all points)."""
+    if not precision.size:
+        return 0.0
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    precision = np.concatenate([[0.0], precision, [0.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    idx = np.flatnonzero(recall[1:] != recall[:-1]) + 1
+    return float(np.sum((recall[idx] - recall[idx - 1]) * precision[idx]))
+
+
+@dataclass
+class EvalResult:
+    """Per class (``Classes`` order): AP (NaN without counted GT), counted GT, detections; and the mAP."""
+    mids: list
+    ap: np.ndarray
+    counted_gt: np.ndarray
+    detections: np.ndarray
+    curves: dict                    # class -> (precision, recall)
+    images_evaluated: int
+    images_ignored: int
+
+    @property
+    def mean_ap(self) -> float:
+        valid = ~np.isnan(self.ap)
+        return float(np.nanmean(self.ap)) if valid.any() else float('nan')
+
+
+class APAccumulator:
+    """Collects ImageResults in any order; the result does not depend on that order. With
+    ``ties='official'`` each result comes with its image id, and the entries are put in ImageID order (the
+    reference's) before the AP."""
+
+    def __init__(self, classes: Classes, ties: str = 'pessimistic'):
+        if ties not in TIES:
+            raise ValueError(f'ties must be one of {TIES}, not {ties!r}')
+        self.classes, self.ties = classes, ties
+        n = len(classes)
+        self.scores = [[] for _ in range(n)]
+        self.tp = [[] for _ in range(n)]
+        self.image_ids = [[] for _ in range(n)]
+        self.counted_gt = np.zeros(n, np.int64)
+        self.detections = np.zeros(n, np.int64)
+        self.images_evaluated = 0
+        self.images_ignored = 0
+
+    def add(self, result: ImageResult | None, image_id: str | None = None) -> None:
+        if result is None:
+            self.images_ignored += 1
+            return
+        if self.ties == 'official' and image_id is None:
+            raise ValueError("ties='official' needs each result's image id")
+        self.images_evaluated += 1
+        for c, (s, t) in result.entries.items():
+            self.scores[c].append(s)
+            self.tp[c].append(t)
+            self.image_ids[c].append(image_id)
+        for c, n in result.counted_gt.items():
+            self.counted_gt[c] += n
+        for c, n in result.detections.items():
+            self.detections[c] += n
+
+    def _entries(self, c: int):
+        parts = range(len(self.scores[c]))
+        if self.ties == 'official':
+            parts = sorted(parts, key=lambda k: self.image_ids[c][k])
+        scores = np.concatenate([self.scores[c][k] for k in parts]) if parts else np.zeros(0)
+        tp = np.concatenate([self.tp[c][k] for k in parts]) if parts else np.zeros(0)
+        return scores, tp
+
+    def result(self) -> EvalResult:
+        ap = np.full(len(self.classes), np.nan)
+        curves = {}
+        for c in np.flatnonzero(self.counted_gt > 0).tolist():
+            scores, tp = self._entries(c)
+            precision, recall = precision_recall(scores, tp, float(self.counted_gt[c]), self.ties)
+            ap[c] = average_precision(precision, recall)
+            curves[c] = (precision, recall)
+        return EvalResult(list(self.classes.mids), ap, self.counted_gt.copy(), self.detections.copy(),
+                          curves, self.images_evaluated, self.images_ignored)
