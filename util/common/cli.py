@@ -1,12 +1,18 @@
-"""Shared command-line plumbing for the data-preparation steps.
+"""Shared command-line plumbing: every entry point fails, reports and shows progress the same way.
 
-Every step fails the same way on bad input: one line on stderr that names the file (and the line or
-image id), exit status 1, and no output file left behind (outputs are written through AtomicWriter).
+    run(main, argv)            one line on stderr for bad input (DataError, OSError), exit status 1
+    add_progress_flag(parser)  the one switch for progress bars: ``--no-progress``
+    progress(iterable, ...)    a tqdm bar on stderr; off with ``--no-progress`` or when stderr is no terminal
+
+On bad input a step prints one line that names the file (and the line or image id), exits 1 and leaves
+no output file behind (outputs are written through ``AtomicWriter``).
 """
 from __future__ import annotations
 
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
+
+from tqdm import tqdm
 
 from .errors import DataError
 
@@ -23,3 +29,15 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
         print(f'error: {where}{e.strerror or e}', file=sys.stderr)
         return 1
     return 0
+
+
+def add_progress_flag(parser) -> None:
+    parser.add_argument('--no-progress', dest='progress', action='store_false',
+                        help='no progress bars (they are also off when stderr is not a terminal)')
+
+
+def progress(iterable: Iterable | None = None, enabled: bool = True, **kwargs) -> tqdm:
+    """``tqdm(iterable, **kwargs)`` on stderr, shown only if ``enabled`` and stderr is a terminal."""
+    kwargs.setdefault('file', sys.stderr)
+    kwargs.setdefault('dynamic_ncols', True)
+    return tqdm(iterable, disable=None if enabled else True, **kwargs)
