@@ -10,7 +10,7 @@
 #
 # ENSEMBLE_TEST_ARGS are tools/ensemble_test.py's model and view options (--configs, --checkpoints,
 # --scales, --flip, --score-thr, --max-per-img, ...); this script sets --ann-file/--shard, --out, --device.
-#   --shards-dir  the shard files of `python -m util.data.shards` (shard_*_of_*.pkl|.json, in name order); or
+#   --shards-dir  a folder made by `python -m util.data.shards` (its manifest.json lists the shard files); or
 #   --ann-file + --num-shards   one annotation file split into N consecutive shards (--shard I/N).
 #   --gpus N      use GPUs 0..N-1 of this node; --gpu-ids 0,2,3 these ones. Default: $GPUS, else the
 #                 CUDA_VISIBLE_DEVICES list, else the count nvidia-smi reports, else 0.
@@ -52,35 +52,26 @@ while (($#)); do
   esac
 done
 EXTRA=("$@")
-TOOL="$(cd "$(dirname "$0")/.." && pwd)/tools/ensemble_test.py"
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+TOOL=$REPO/tools/ensemble_test.py
 
 [[ -n $OUT_DIR && -n $IMAGES_DIR ]] || die "--out-dir and --images-dir are required"
 [[ -d $IMAGES_DIR ]] || die "$IMAGES_DIR: images folder not found"
 is_int() { [[ $1 =~ ^[0-9]+$ ]]; }
 
-# The shards: name, annotation file and (when splitting one file) the --shard I/N of each.
-NAMES=() SHARD_ANN=() SHARD_SPEC=()
-if [[ -n $SHARDS_DIR ]]; then
-  [[ -z $ANN_FILE ]] || die "give --shards-dir or --ann-file, not both"
-  [[ -d $SHARDS_DIR ]] || die "$SHARDS_DIR: shards folder not found"
-  shopt -s nullglob
-  mapfile -t FILES < <(printf '%s\n' "$SHARDS_DIR"/shard_*_of_*.pkl "$SHARDS_DIR"/shard_*_of_*.json \
-                         | sed '/^$/d' | sort)
-  shopt -u nullglob
-  ((${#FILES[@]})) || die "$SHARDS_DIR: no shard_*_of_*.pkl or .json files"
-  for f in "${FILES[@]}"; do
-    name=$(basename "$f"); NAMES+=("${name%.*}"); SHARD_ANN+=("$f"); SHARD_SPEC+=("")
-  done
+# The shards: name, annotation file and (when splitting one file) the --shard I/N of each, as util.data.shards
+# plans them (from the folder's manifest.json, or one file split N ways).
+[[ -z $SHARDS_DIR || -z $ANN_FILE ]] || die "give --shards-dir or --ann-file, not both"
+if [[ -n $SHARDS_DIR ]]; then PLAN_ARGS=(--shards-dir "$SHARDS_DIR")
 else
   [[ -n $ANN_FILE && -n $NUM_SHARDS ]] || die "give --shards-dir, or --ann-file with --num-shards"
-  [[ -f $ANN_FILE ]] || die "$ANN_FILE: annotation file not found"
-  is_int "$NUM_SHARDS" && ((NUM_SHARDS > 0)) || die "--num-shards must be a positive integer"
-  width=$(( ${#NUM_SHARDS} > 2 ? ${#NUM_SHARDS} : 2 ))
-  for ((i = 0; i < NUM_SHARDS; i++)); do
-    NAMES+=("$(printf 'shard_%0*d_of_%0*d' "$width" "$i" "$width" "$NUM_SHARDS")")
-    SHARD_ANN+=("$ANN_FILE"); SHARD_SPEC+=("$i/$NUM_SHARDS")
-  done
+  PLAN_ARGS=(--ann-file "$ANN_FILE" --num-shards "$NUM_SHARDS")
 fi
+PLAN=$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -m util.data.shards plan "${PLAN_ARGS[@]}") || exit 2
+NAMES=() SHARD_ANN=() SHARD_SPEC=()
+while IFS=$'\t' read -r name ann spec; do
+  NAMES+=("$name"); SHARD_ANN+=("$ann"); SHARD_SPEC+=("$spec")
+done <<<"$PLAN"
 N=${#NAMES[@]}
 
 # This node's range of shards.

@@ -67,3 +67,25 @@ def test_util_imports_no_deep_learning_stack_at_run_time():
             f'print(sorted(m for m in sys.modules if m.split(".")[0] in {sorted(HEAVY)!r}))')
     p = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip() == '[]', p.stdout + p.stderr
+
+
+IMPORT_NAME = {'opencv-python-headless': 'cv2', 'pillow': 'PIL', 'gcsfs': 'gcsfs'}
+
+
+def test_every_declared_dependency_is_imported():
+    """A dependency no code imports goes (pyproject.toml's dependencies and extras)."""
+    import re
+    import tomllib
+    with open(os.path.join(REPO, 'pyproject.toml'), 'rb') as f:
+        project = tomllib.load(f)['project']
+    declared = project['dependencies'] + [d for extra in project['optional-dependencies'].values() for d in extra]
+    sources = [p for d in ('util', 'mmdet_ext', 'tools', 'tests') for p in
+               glob.glob(os.path.join(REPO, d, '**', '*.py'), recursive=True)]
+    sources.append(os.path.join(REPO, 'combine_leaf_and_parent.py'))
+    imported = {name.split('.')[0] for p in sources for name in imported_modules(p) if name}
+    for requirement in declared:
+        dist = re.match(r'[A-Za-z0-9_.-]+', requirement).group(0).lower()
+        module = IMPORT_NAME.get(dist, dist.replace('-', '_'))
+        if dist == 'gcsfs':      # fsspec's backend for gs://, loaded by fsspec itself (mmdet_ext.fileio)
+            continue
+        assert module in imported, f'{dist} is declared in pyproject.toml but nothing imports {module}'

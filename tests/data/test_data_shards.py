@@ -94,3 +94,33 @@ def test_bad_sample_csv(data, tmp_path, capsys):
     assert run(main, ['--sample-csv', str(data / 'sample_empty_submission.csv'), '--out', str(tmp_path / 'o'),
                       '--num-shards', '8']) == 1
     assert 'more than the 7 images' in capsys.readouterr().err
+
+
+def plan(*args):
+    return subprocess.run([sys.executable, '-m', 'util.data.shards', 'plan', *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_plan_reads_the_manifest_and_names_splits_like_the_files(data, tmp_path):
+    """scripts/test_shards.sh takes its shard list from here: the manifest's files, or one file split N ways."""
+    out = tmp_path / 'shards'
+    assert run(main, ['--sample-csv', str(data / 'sample_empty_submission.csv'), '--out', str(out),
+                      '--num-shards', '3', '--no-progress']) == 0
+    p = plan('--shards-dir', str(out))
+    assert p.returncode == 0, p.stderr
+    rows = [line.split('\t') for line in p.stdout.splitlines()]
+    manifest = json.loads((out / 'manifest.json').read_text())
+    assert rows == [[e['file'][:-4], str(out / e['file']), ''] for e in manifest['shards']]
+
+    split = plan('--ann-file', str(out / rows[0][1]), '--num-shards', '3')
+    assert split.returncode == 0, split.stderr
+    assert [line.split('\t') for line in split.stdout.splitlines()] == [
+        [rows[i][0], rows[0][1], f'{i}/3'] for i in range(3)]      # same names as the written shard files
+
+    os.remove(out / manifest['shards'][1]['file'])
+    gone = plan('--shards-dir', str(out))
+    assert gone.returncode == 1 and 'Traceback' not in gone.stderr
+    assert gone.stderr.strip() == f'error: {out / "manifest.json"}: shard file {manifest["shards"][1]["file"]} not found'
+    os.remove(out / 'manifest.json')
+    none = plan('--shards-dir', str(out))
+    assert none.returncode == 1 and none.stderr.strip().startswith(f'error: {out / "manifest.json"}: no shard manifest')

@@ -9,20 +9,21 @@ ImageHeight, or from the JPEG headers (``--sizes-from images``). Files are named
 
     python -m util.data.shards --sample-csv D/sample_empty_submission.csv --out ann/test_shards --num-shards 25
     python -m util.data.shards --images-dir D/test --out ann/test_shards --num-shards 25
+    python -m util.data.shards plan --shards-dir ann/test_shards     # what scripts/test_shards.sh runs
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from .annotations import make_metainfo, save_annotations
 from ..common.atomic import AtomicWriter
-from ..common.cli import run
+from ..common.cli import add_progress_flag, progress, run
 from ..common.errors import DataError
 from ..common.hierarchy import SUBSETS, load_default
 from ..common.image_io import image_size, list_image_ids
@@ -94,6 +95,54 @@ def write_shards(out_dir: str, shards, metainfo: dict, source: str, ext: str = '
     return manifest
 
 
+def read_manifest(shards_dir: str) -> dict:
+    """The manifest ``write_shards`` wrote, its shard files checked to exist."""
+    path = os.path.join(shards_dir, 'manifest.json')
+    try:
+        with open(path, encoding='utf-8') as f:
+            manifest = json.load(f)
+        files = [e['file'] for e in sorted(manifest['shards'], key=lambda e: e['index'])]
+    except FileNotFoundError:
+        raise DataError(f'{path}: no shard manifest (make the shards with python -m util.data.shards)') from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f'{path}: not a shard manifest ({e})') from None
+    for name in files:
+        if not os.path.isfile(os.path.join(shards_dir, name)):
+            raise DataError(f'{path}: shard file {name} not found')
+    return manifest
+
+
+def shard_plan(shards_dir: str | None = None, ann_file: str | None = None, num_shards: int | None = None):
+    """The shards a test loop runs, in order: ``[(name, annotation file, '' or 'I/N'), ...]``.
+
+    Either the files of a shards folder (from its manifest), or one annotation file that the tester splits
+    into ``num_shards`` consecutive parts itself (``--shard I/N``), named as ``write_shards`` would name them.
+    """
+    if (shards_dir is None) == (ann_file is None):
+        raise DataError('give a shards folder or an annotation file with a shard count')
+    if shards_dir is not None:
+        manifest = read_manifest(shards_dir)
+        return [(os.path.splitext(e['file'])[0], os.path.join(shards_dir, e['file']), '')
+                for e in sorted(manifest['shards'], key=lambda e: e['index'])]
+    if not os.path.isfile(ann_file):
+        raise DataError(f'{ann_file}: annotation file not found')
+    if not num_shards or num_shards < 1:
+        raise DataError('--num-shards must be a positive integer')
+    return [(shard_name(i, num_shards, ''), ann_file, f'{i}/{num_shards}') for i in range(num_shards)]
+
+
+def plan_main(argv=None) -> None:
+    """``python -m util.data.shards plan (--shards-dir D | --ann-file F --num-shards N)``: one tab-separated
+    line per shard (name, annotation file, shard spec), for scripts/test_shards.sh."""
+    p = argparse.ArgumentParser(prog='python -m util.data.shards plan', description=plan_main.__doc__)
+    p.add_argument('--shards-dir', default=None)
+    p.add_argument('--ann-file', default=None)
+    p.add_argument('--num-shards', type=int, default=None)
+    a = p.parse_args(argv)
+    for name, path, spec in shard_plan(a.shards_dir, a.ann_file, a.num_shards):
+        print(f'{name}\t{path}\t{spec}')
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog='python -m util.data.shards', description=__doc__.split('\n\n')[0])
     p.add_argument('--sample-csv', default=None, help='sample_empty_submission.csv (ids, order and sizes)')
@@ -107,7 +156,7 @@ def parse_args(argv=None):
     p.add_argument('--id-list', default=None, metavar='CSV',
                    help='also write the sharded images as an empty submission (ImageID, sizes), in shard order: '
                         'the --ids list of scripts/postprocess.sh for a split without a sample submission')
-    p.add_argument('--no-progress', action='store_true')
+    add_progress_flag(p)
     return p.parse_args(argv)
 
 
@@ -129,7 +178,7 @@ def main(argv=None) -> None:
         images = list(zip(ids, df['width'].tolist(), df['height'].tolist()))
     else:
         images = [(i, *image_size(os.path.join(a.images_dir, f'{i}.jpg')))
-                  for i in tqdm(ids, desc='image sizes', unit='img', disable=a.no_progress)]
+                  for i in progress(ids, desc='image sizes', unit='img', enabled=a.progress)]
     if not images:
         raise DataError(f'{source}: no test images')
     shards = make_shards(images, a.num_shards)
@@ -144,4 +193,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
+    if sys.argv[1:2] == ['plan']:
+        raise SystemExit(run(plan_main, sys.argv[2:]))
     raise SystemExit(run(main))
