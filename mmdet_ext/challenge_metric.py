@@ -14,6 +14,8 @@ same mAP. Only GT images that received predictions are evaluated (a held-out spl
         hierarchy='data/challenge-2019-label300-segmentable-hierarchy.json',
         classes='data/challenge-2019-classes-description-segmentable.csv',
         expand_predictions=False,             # True: copy a leaf model's detections to every ancestor
+        ties='official',                      # default: the official scorer's order of equal scores;
+                                              # 'fp-first': false positives first (deterministic)
         workers=1)
     # reported as 'oid/mAP@0.5IOU'
 
@@ -32,12 +34,13 @@ from mmengine.logging import MMLogger
 from mmdet.registry import METRICS
 
 from util.common.errors import DataError
-from util.metric.evaluate import load_classes
+from util.metric.classes import load_classes
 from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY
 from util.common.mask_codec import encode_binary_batch
 from util.metric.detections import class_indices, check_scores
 from util.metric.evaluator import ImageTask, evaluate_tasks
 from util.metric.groundtruth import MaskFinder, read_ground_truth
+from util.metric.rules import TIES, check_ties
 
 
 def _numpy(x):
@@ -53,9 +56,10 @@ class OIDChallengeMetric(BaseMetric):
     def __init__(self, masks_csv: str, masks_dir: str, bbox_csv: str, labels_csv: str,
                  hierarchy: str = DEFAULT_HIERARCHY, classes: str = DEFAULT_CLASSES, data_root: str = '',
                  expand_predictions: bool = False, skip_unknown_labels: bool = False, workers: int = 1,
-                 ties: str = 'pessimistic', collect_device: str = 'cpu', prefix: str | None = None, **kwargs):
+                 ties: str = TIES[0], collect_device: str = 'cpu', prefix: str | None = None, **kwargs):
         """Relative GT paths are joined to ``data_root``, as the datasets do with theirs. ``ties``: the order
-        of equal scores, as in ``util.metric.evaluate --ties``."""
+        of equal scores, as in ``util.metric.evaluate --ties``: 'official' (default, the leaderboard's number)
+        or 'fp-first'."""
         super().__init__(collect_device=collect_device, prefix=prefix, **kwargs)
         masks_csv, masks_dir, bbox_csv, labels_csv = (
             os.path.join(data_root, p) for p in (masks_csv, masks_dir, bbox_csv, labels_csv))
@@ -65,7 +69,7 @@ class OIDChallengeMetric(BaseMetric):
         self.expand_predictions = expand_predictions
         self.skip_unknown_labels = skip_unknown_labels
         self.workers = workers
-        self.ties = ties
+        self.ties = check_ties(ties)
         self._gt_cache = (None, None)        # (image ids, GroundTruthFiles): the held-out split is fixed
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from util.common.errors import DataError
 from util.common.hierarchy import DATA_DIR
+
+from .checkpoint import load_local_checkpoint
 
 DEFAULT_MAPPING = os.path.join(DATA_DIR, 'coco-to-oid-classes.csv')
 COCO_NUM_CLASSES = 80
@@ -95,17 +98,22 @@ def convert_state_dict(state: dict, target_mids: list[str], mapping: dict[str, t
 
 def convert_checkpoint(src: str, dst: str, target_mids: list[str], mapping_csv: str = DEFAULT_MAPPING,
                        num_coco: int = COCO_NUM_CLASSES, seed: int = 0) -> ConversionReport:
-    ckpt = torch.load(src, map_location='cpu', weights_only=False)
+    ckpt = load_local_checkpoint(src, map_location='cpu')      # a one-line DataError if unreadable
     state = ckpt.get('state_dict', ckpt)
     new_state, report = convert_state_dict(state, target_mids, read_mapping(mapping_csv), num_coco, seed)
     if not report.converted_keys:
-        raise ValueError(f'{src}: no class-specific head tensors for {num_coco} classes found '
-                         '(is it a COCO-trained mmdetection checkpoint?)')
+        raise DataError(f'{src}: no class-specific head tensors for {num_coco} classes found '
+                        '(is it a COCO-trained mmdetection checkpoint?)')
     meta = dict(ckpt.get('meta', {}) or {})
     meta.pop('dataset_meta', None)
     meta['converted_from'] = os.path.basename(src)
     tmp = f'{dst}.tmp'
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save({'state_dict': new_state, 'meta': meta}, tmp)
+    try:
+        torch.save({'state_dict': new_state, 'meta': meta}, tmp)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     os.replace(tmp, dst)
     return report

@@ -1,7 +1,12 @@
-"""Config preparation shared by ``tools/train.py`` and ``tools/test.py``.
+"""Config preparation shared by ``tools/train.py``, ``tools/test.py`` and the ensemble tester.
 
 The entry points only parse arguments; everything a run needs (config merge, work dir, resume, AMP,
 LR auto-scaling, CPU fallbacks) is decided here so that it is tested once and behaves the same everywhere.
+Bad input (a missing config or checkpoint, a malformed ``--cfg-options``) is a ``DataError`` naming it.
+
+``--cfg-options data_root=X`` moves every dataset and evaluator that read the config's ``data_root``
+variable: mmengine substitutes variables while it parses, so a later override would reach only the
+variable itself (see ``override_data_root``).
 """
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ import os
 import os.path as osp
 import warnings
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
+
+from util.common.errors import DataError
 
 from .device import apply_device_defaults, finish_distributed, init_cpu_distributed
 
@@ -17,12 +24,60 @@ from .device import apply_device_defaults, finish_distributed, init_cpu_distribu
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 
-def load_config(config: str, cfg_options: dict | None = None, work_dir: str | None = None,
+def parse_cfg_options(items) -> dict:
+    """``['key=value', ...]`` (mmengine's DictAction syntax: lists as ``key="[a,b]"``) -> dict."""
+    options = {}
+    for kv in items or ():
+        key, sep, val = kv.partition('=')
+        if not sep or not key:
+            raise DataError(f'--cfg-options {kv!r}: expected key=value')
+        try:
+            options[key] = DictAction._parse_iterable(val)
+        except (AssertionError, ValueError) as e:
+            raise DataError(f'--cfg-options {kv!r}: {e}') from None
+    return options
+
+
+def override_data_root(cfg: Config, root: str) -> None:
+    """Set ``data_root`` and every ``data_root`` entry (datasets, evaluators, wrapped datasets) that held
+    the config's value of it, i.e. that read the variable; entries given another root keep theirs."""
+    old = cfg.get('data_root')
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == 'data_root' and value == old:
+                    node[key] = root
+                else:
+                    walk(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                walk(value)
+
+    if old is not None:
+        walk(cfg._cfg_dict)
+    cfg.data_root = root
+
+
+def load_config(config: str, cfg_options: dict | list | None = None, work_dir: str | None = None,
                 launcher: str = 'none') -> Config:
+    """Read ``config``, apply ``cfg_options`` (a dict, or ``key=value`` strings), set the work dir and make
+    sure the project's plugins are imported."""
+    if not osp.isfile(config):
+        raise DataError(f'{config}: config file not found')
     cfg = Config.fromfile(config)
     cfg.launcher = launcher
+    if cfg_options and not isinstance(cfg_options, dict):
+        cfg_options = parse_cfg_options(cfg_options)
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        cfg_options = dict(cfg_options)
+        if 'data_root' in cfg_options:
+            override_data_root(cfg, cfg_options.pop('data_root'))
+        try:
+            cfg.merge_from_dict(cfg_options)
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
+            raise DataError(f'--cfg-options {" ".join(f"{k}={v}" for k, v in cfg_options.items())}: '
+                            f'{type(e).__name__}: {e}') from None
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:
@@ -41,13 +96,13 @@ def prepare_train_config(cfg: Config, resume: str | None = None, amp: bool = Fal
         cfg.optim_wrapper.loss_scale = 'dynamic'
     if auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-            raise ValueError('--auto-scale-lr: the config has no auto_scale_lr.base_batch_size')
+            raise DataError('--auto-scale-lr: the config has no auto_scale_lr.base_batch_size')
         cfg.auto_scale_lr.enable = True
     if resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif resume is not None:
         if not osp.isfile(resume):
-            raise FileNotFoundError(f'--resume: checkpoint {resume} not found')
+            raise DataError(f'{resume}: --resume checkpoint not found')
         cfg.resume, cfg.load_from = True, resume
     elif cfg.get('load_from'):
         cfg.load_from = resolve_checkpoint(cfg.load_from)
@@ -59,7 +114,7 @@ def resolve_checkpoint(path: str) -> str:
     if osp.isdir(path):
         marker = osp.join(path, 'last_checkpoint')
         if not osp.isfile(marker):
-            raise FileNotFoundError(f'load_from={path}: a directory without a last_checkpoint file')
+            raise DataError(f'{path}: load_from is a directory without a last_checkpoint file')
         with open(marker) as f:
             path = f.read().strip()
     return path
@@ -69,11 +124,11 @@ def prepare_test_config(cfg: Config, checkpoint: str, out: str | None = None,
                         show_dir: str | None = None) -> Config:
     checkpoint = resolve_checkpoint(checkpoint)
     if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'checkpoint {checkpoint} not found')
+        raise DataError(f'{checkpoint}: checkpoint not found')
     cfg.load_from = checkpoint
     if out is not None:
         if not out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out {out}: must be a .pkl file')
+            raise DataError(f'--out {out}: must be a .pkl file')
         dump = dict(type='DumpDetResults', out_file_path=out)
         evaluators = cfg.get('test_evaluator') or []
         if isinstance(evaluators, dict):
@@ -86,12 +141,13 @@ def prepare_test_config(cfg: Config, checkpoint: str, out: str | None = None,
 
 
 def add_runner_args(parser) -> None:
-    """The options every runner entry point shares (mmdetection's names)."""
-    from mmengine.config import DictAction
+    """The options every runner entry point shares (mmdetection's names); pass ``--cfg-options`` to
+    ``load_config`` as it comes (strings)."""
     parser.add_argument('--work-dir', help='where logs, checkpoints and metrics go '
                                            '(default work_dirs/<config name>)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value (lists as key="[a,b]")')
+    parser.add_argument('--cfg-options', nargs='+', action='extend', metavar='KEY=VALUE',
+                        help='override config settings, key=value (lists as key="[a,b]"); data_root=DIR '
+                             'moves every dataset and evaluator that reads data_root')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
@@ -108,7 +164,7 @@ def build_runner(cfg: Config):
     return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
 
 
-def run(cfg: Config, mode: str) -> None:
+def run_mode(cfg: Config, mode: str) -> None:
     """Build the runner, run ``mode`` ('train' or 'test') and close the process group on success."""
     getattr(build_runner(cfg), mode)()
     finish_distributed()

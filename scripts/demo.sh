@@ -5,7 +5,7 @@
 #   3 train     two slim leaf models (seeds 0 and 1) and one slim parent model
 #   4 infer     TTA ensembles (leaf: 2 models x 2 scales x flip; parent: 1 x 2 x flip) and single leaf
 #               models over the validation and test shards (scripts/test_shards.sh)
-#   5 post      scripts/postprocess.sh: expansion, mask NMS, leaf + parent combine, validation
+#   5 post      util.post.pipeline: results -> CSV, expansion, mask NMS, leaf + parent combine, validation
 #   6 evaluate  the challenge metric on the validation split for every model and combination
 #   7 report    DEMO_DIR/report.md (table, stage times, pictures)
 # A finished stage is not redone (its marker DEMO_DIR/.done/<stage>); delete DEMO_DIR to start over.
@@ -82,11 +82,9 @@ stage_prepare() {
 
 # train NAME CONFIG ITERS SEED
 train() {
-  "$PYTHON" tools/train.py "$2" --work-dir "$DEMO_DIR/models/$1" --resume --cfg-options \
-    data_root="$DATA/" train_dataloader.dataset.data_root="$DATA/" val_dataloader.dataset.data_root="$DATA/" \
+  "$PYTHON" tools/train.py "$2" --work-dir "$DEMO_DIR/models/$1" --resume --cfg-options data_root="$DATA/" \
     train_cfg.max_iters="$3" train_cfg.val_interval="$3" "param_scheduler.1.milestones=[$(($3 * 8 / 10))]" \
-    randomness.seed="$4" \
-    default_hooks.checkpoint.interval="$3" val_evaluator.data_root="$DATA/"
+    randomness.seed="$4" default_hooks.checkpoint.interval="$3"
 }
 
 stage_train() {
@@ -120,22 +118,19 @@ stage_infer() {
   infer val leaf-b leaf --configs "$LEAF_CFG" --checkpoints "$(checkpoint leaf-b)" --scales 256,256
 }
 
-# to_csv SPLIT NAME: merge a model's result shards into one submission CSV of the split.
+# to_csv SPLIT NAME: one model's result shards -> one validated submission CSV of the split.
 to_csv() {
-  local split=$1 name=$2 shards=() f
-  for f in "$DEMO_DIR/results/$split/$name"/*.jsonl.gz; do
-    "$PYTHON" -m util.post.to_submission "$f" -o "$DEMO_DIR/post/$split-$name/$(basename "$f" .jsonl.gz).csv"
-    shards+=("$DEMO_DIR/post/$split-$name/$(basename "$f" .jsonl.gz).csv")
-  done
-  "$PYTHON" -m util.post.merge "${shards[@]}" --ids "$(ids_of "$split")" -o "$DEMO_DIR/submissions/$split-$name.csv"
+  local split=$1 name=$2
+  "$PYTHON" -m util.post.pipeline --results "$DEMO_DIR/results/$split/$name" --ids "$(ids_of "$split")" \
+    --work "$DEMO_DIR/post/$split-$name" --out "$DEMO_DIR/submissions/$split-$name.csv" --no-progress
 }
 
 stage_post() {
   local split
   for split in val test; do
-    scripts/postprocess.sh --leaf-results "$DEMO_DIR/results/$split/leaf" \
+    "$PYTHON" -m util.post.pipeline --leaf-results "$DEMO_DIR/results/$split/leaf" \
       --parent-results "$DEMO_DIR/results/$split/parent" --ids "$(ids_of "$split")" --work "$DEMO_DIR/post/$split" \
-      --out "$DEMO_DIR/submissions/$split-final.csv" --python "$PYTHON"
+      --out "$DEMO_DIR/submissions/$split-final.csv" --jobs 2 --no-progress
   done
   cp "$DEMO_DIR/submissions/test-final.csv" "$DEMO_DIR/submission.csv"
   local name

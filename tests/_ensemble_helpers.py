@@ -63,7 +63,10 @@ def tiny_detector(seed: int, num_classes: int | None = FEW_CLASSES, max_per_img:
 
 
 def save_checkpoint(model, path: str) -> str:
-    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    """As mmengine saves one: the weights and the class names in the meta data."""
+    classes = tuple(f'class{i}' for i in range(model.roi_head.bbox_head[0].num_classes))
+    meta = {'dataset_meta': {'classes': classes}}
+    torch.save({'state_dict': model.state_dict(), 'meta': meta}, path)
     return path
 
 
@@ -99,3 +102,20 @@ def leaf_metainfo() -> dict:
     from util.data.annotations import make_metainfo
     from util.common.hierarchy import load_default
     return make_metainfo(load_default(), 'leaf')
+
+
+def damage(path: str, kind: str) -> None:
+    """A JPEG cut to half its bytes, with garbage over its header tables, or with a stray start-of-image
+    marker amid its compressed data. OpenCV decodes the first and the last with only a warning on
+    stderr (grey or garbled pixels); PIL refuses all three."""
+    with open(path, 'rb') as f:
+        data = bytearray(f.read())
+    if kind == 'truncated':
+        data = data[:len(data) // 2]
+    elif kind == 'garbage header':
+        data[2:202] = np.random.default_rng(0).integers(0, 256, 200, dtype=np.uint8).tobytes()
+    else:
+        middle = len(data) // 2
+        data[middle:middle + 2] = b'\xff\xd8'
+    with open(path, 'wb') as f:
+        f.write(bytes(data))

@@ -19,6 +19,7 @@ from _eval_cases import DET_POOL, GT_POOL, random_blob
 from _eval_literal import LImage, LObject
 from util.common.hierarchy import load_default
 from util.common.mask_codec import encode_mask, resize_nearest
+from util.common.oid_files import BBOX_COLUMNS, LABELS_COLUMNS, MASKS_COLUMNS, mask_png_name, masks_subdir
 from util.common.submission import SubmissionWriter
 
 
@@ -87,8 +88,8 @@ def write_dataset(root: str, n_images: int = 30, seed: int = 0) -> Dataset:
             if not unjoined:
                 boxes.append([image_id, label, *map(_fmt, box), int(group)])
             if not box_only:
-                name = f'{image_id}_{label.replace("/", "")}_{k:08x}.png'
-                sub = '' if k % 2 else f'validation-masks-{image_id[0]}'      # flat and Google's layout
+                name = mask_png_name(image_id, label, f'{k:08x}')
+                sub = '' if k % 2 else masks_subdir('validation', image_id)   # flat and Google's layout
                 folder = ds.path(os.path.join('masks', sub))
                 os.makedirs(folder, exist_ok=True)
                 cv2.imwrite(os.path.join(folder, name), png * 255)
@@ -119,10 +120,9 @@ def write_dataset(root: str, n_images: int = 30, seed: int = 0) -> Dataset:
         img.detections = preds
         ds.images[image_id] = img
         ds.predictions[image_id] = preds
-    _write_csv(ds.path('bbox.csv'), ['ImageID', 'LabelName', 'XMin', 'XMax', 'YMin', 'YMax', 'IsGroupOf'], boxes)
-    _write_csv(ds.path('masks.csv'), ['MaskPath', 'ImageID', 'LabelName', 'BoxID', 'BoxXMin', 'BoxXMax', 'BoxYMin',
-                                      'BoxYMax', 'PredictedIoU', 'Clicks'], masks)
-    _write_csv(ds.path('labels.csv'), ['ImageID', 'LabelName', 'Confidence'], labels)
+    _write_csv(ds.path('bbox.csv'), BBOX_COLUMNS, boxes)
+    _write_csv(ds.path('masks.csv'), MASKS_COLUMNS, masks)
+    _write_csv(ds.path('labels.csv'), LABELS_COLUMNS, labels)
     ds.write_submission()
     return ds
 

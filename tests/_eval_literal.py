@@ -1,9 +1,11 @@
 """A slow, literal statement of the challenge metric, to hold the fast evaluator against.
 
 Dense float32 masks, plain loops, one rule per line, in the order the facts file states them. It shares
-nothing with util.metric.rules but the hierarchy; the deliberate choices for the reference's
-non-deterministic spots are the same (stable score order within an image, first GT in coordinate order on
-exact overlap ties, false positives first on equal scores in the AP).
+nothing with util.metric.rules but the hierarchy. Equal scores (``ties``) are ordered as the official
+scorer orders them (``'official'``: numpy's argsort of the scores in input order, reversed, within an
+image; the images' entries concatenated in ImageID order and argsorted the same way for the AP), or
+``'fp-first'`` (stable score order within an image, false positives first in the AP). On exact overlap
+ties the first GT in coordinate order wins.
 """
 from __future__ import annotations
 
@@ -81,7 +83,14 @@ def first_argmax(values):
     return best
 
 
-def evaluate_image(img: LImage, classes: list, hierarchy, stats: dict | None = None):
+def by_score(scores, ties):
+    """Indices of ``scores`` (in input order), highest first, equal ones ordered as ``ties`` says."""
+    if ties == 'official':
+        return [int(i) for i in np.argsort(np.asarray(scores, np.float64))[::-1]]
+    return sorted(range(len(scores)), key=lambda i: -scores[i])          # sorted() is stable
+
+
+def evaluate_image(img: LImage, classes: list, hierarchy, stats: dict | None = None, ties: str = 'official'):
     """-> None (no GT at all) or (entries {class: [(score, tp)]}, counted {class: n}, kept {class: n})."""
     if not img.objects and not img.image_labels:
         return None
@@ -119,7 +128,7 @@ def evaluate_image(img: LImage, classes: list, hierarchy, stats: dict | None = N
     entries, kept = {}, {}
     for label in sorted({d[0] for d in dets}):
         mine = [d for d in dets if d[0] == label]
-        mine = sorted(mine, key=lambda d: -d[1])[:10000]       # sorted() is stable
+        mine = [mine[i] for i in by_score([d[1] for d in mine], ties)][:10000]
         kept[label] = len(mine)
         gts = [o for lab, o in rows if lab == label]
         has_mask = [o.mask is not None and o.mask.sum() > 0 for o in gts]
@@ -178,9 +187,12 @@ def evaluate_image(img: LImage, classes: list, hierarchy, stats: dict | None = N
     return entries, counted, kept
 
 
-def average_precision(entries, num_gt: int) -> float:
-    """VOC all-points AP; equal scores: false positives first."""
-    entries = sorted(entries, key=lambda e: (-e[0], e[1]))
+def average_precision(entries, num_gt: int, ties: str = 'official') -> float:
+    """VOC all-points AP of (score, tp) entries (in ImageID order); equal scores ordered by ``ties``."""
+    if ties == 'official':
+        entries = [entries[i] for i in by_score([e[0] for e in entries], ties)]
+    else:
+        entries = sorted(entries, key=lambda e: (-e[0], e[1]))
     precision, recall = [], []
     tp = fp = 0.0
     for _, t in entries:
@@ -199,11 +211,14 @@ def average_precision(entries, num_gt: int) -> float:
     return float(np.sum([(r[i] - r[i - 1]) * p[i] for i in range(1, len(r)) if r[i] != r[i - 1]]))
 
 
-def mean_ap(images, classes, hierarchy):
-    """-> (mAP, {class: AP}) over the classes with counted GT."""
+def mean_ap(images, classes, hierarchy, ties: str = 'official'):
+    """-> (mAP, {class: AP}) over the classes with counted GT. ``images``: {ImageID: LImage}, or a list
+    already in ImageID order."""
+    if isinstance(images, dict):
+        images = [images[k] for k in sorted(images)]
     all_entries, counted = {}, {}
     for img in images:
-        out = evaluate_image(img, classes, hierarchy)
+        out = evaluate_image(img, classes, hierarchy, ties=ties)
         if out is None:
             continue
         entries, cnt, _ = out
@@ -211,5 +226,5 @@ def mean_ap(images, classes, hierarchy):
             all_entries.setdefault(k, []).extend(v)
         for k, v in cnt.items():
             counted[k] = counted.get(k, 0) + v
-    aps = {k: average_precision(all_entries.get(k, []), n) for k, n in counted.items() if n > 0}
+    aps = {k: average_precision(all_entries.get(k, []), n, ties) for k, n in counted.items() if n > 0}
     return (float(np.mean(list(aps.values()))) if aps else float('nan')), aps

@@ -3,12 +3,14 @@
     python tools/convert_pretrained.py coco.pth weights/x101-oid-leaf.pth --subset leaf
 
 Classes with a COCO counterpart (data/coco-to-oid-classes.csv) start from the COCO head rows; the others
-are initialised afresh. Prints what was copied and what was dropped.
+are initialised afresh. Prints what was copied and what was dropped. The work is
+``mmdet_ext.convert_pretrained.convert_checkpoint``; bad input is one line and exit status 1.
 """
 import argparse
 import sys
 
 from mmdet_ext.convert_pretrained import DEFAULT_MAPPING, convert_checkpoint
+from util.common.cli import run
 from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, SUBSETS, Hierarchy
 
 
@@ -22,13 +24,10 @@ def main(argv=None):
     p.add_argument('--num-coco-classes', type=int, default=80)
     args = p.parse_args(argv)
     mids = Hierarchy.from_json(args.hierarchy, DEFAULT_CLASSES).subset(args.subset)
-    try:
-        report = convert_checkpoint(args.src, args.dst, mids, args.mapping, args.num_coco_classes)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f'error: {e}')
+    report = convert_checkpoint(args.src, args.dst, mids, args.mapping, args.num_coco_classes)
     print(report.summary())
     print(f'wrote {args.dst}: {len(mids)} classes ({args.subset})')
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run(main))

@@ -8,6 +8,9 @@ import csv
 import glob
 import json
 import os
+import sys
+
+from util.common.cli import run
 
 ROWS = [  # (eval file, what it is)
     ('leaf-a', 'leaf model A (seed 0), single scale, no flip'),
@@ -101,4 +104,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run(main))

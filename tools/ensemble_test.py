@@ -3,11 +3,15 @@
     python tools/ensemble_test.py --configs C1.py C2.py --checkpoints W1.pth W2.pth [--weights 1 1] \
         --scales 1333,800 1600,960 --flip --score-thr 0 --max-per-img 120 \
         --images-dir DIR (--ann-file shard.pkl | --ann-file all.pkl --shard I/N) --out R.jsonl.gz \
-        [--device cpu|cuda:0]
+        [--device cpu|cuda:0] [--skip-unreadable] [--no-progress]
 
 The results file (``util.post.results_io``) appears only when the shard is complete; an interrupted run
-(Ctrl-C, SIGTERM, crash) leaves ``OUT.partial`` and the same command resumes it; an existing OUT is
-skipped. One process per GPU: run shards in parallel with ``scripts/test_shards.sh``.
+(Ctrl-C, SIGTERM, crash, even SIGKILL) leaves ``OUT.partial`` holding every finished image and the same
+command resumes it; an existing OUT is skipped. An unreadable image stops the run with one line naming
+it (the ``.partial`` stays); ``--skip-unreadable`` gives it an empty prediction and lists it in
+``OUT.unreadable.tsv``. The last line says what was done: ``OUT: finished: N images predicted, ...``.
+One process per GPU: run shards in parallel with ``scripts/test_shards.sh``. The work is
+``mmdet_ext.ensemble.runner.ensemble_test``.
 """
 import argparse
 import signal
@@ -18,7 +22,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated', categor
 
 import mmdet_ext  # noqa: E402,F401  (registers the project's modules and the checkpoint loader)
 from mmdet_ext.ensemble.runner import ensemble_test  # noqa: E402
-from util.common.cli import run  # noqa: E402
+from util.common.cli import add_progress_flag, run  # noqa: E402
 
 
 def scale(text: str) -> tuple[int, int]:
@@ -41,14 +45,15 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--configs', nargs='+', required=True, help='one config per model')
     p.add_argument('--checkpoints', nargs='+', required=True, help='one checkpoint per config, same order')
-    p.add_argument('--weights', nargs='+', type=float, 
+    p.add_argument('--weights', nargs='+', type=float,
                    help='per-model weights of the averages (default equal)')
     p.add_argument('--scales', nargs='+', type=scale, help='view scales LONG,SHORT (default: the first '
                    "config's test scale)")
     p.add_argument('--flip', action='store_true', help='add the mirror of every scale')
     p.add_argument('--score-thr', type=float, help="default: the first config's test_cfg.rcnn.score_thr")
     p.add_argument('--max-per-img', type=int, help="default: the first config's test_cfg.rcnn.max_per_img")
-    p.add_argument('--nms-iou', type=float, help='per-class NMS IoU of the detections (default: config)')
+    p.add_argument('--iou-thr', type=float,
+                   help="IoU threshold of the detections' per-class NMS (default: config)")
     p.add_argument('--mask-thr', type=float, help='mask probability threshold (default: config, 0.5)')
     p.add_argument('--max-proposals', type=int, default=1000, help='shared proposals kept (default 1000)')
     p.add_argument('--proposal-iou', type=float, default=0.7, help='IoU of the proposal merge (default 0.7)')
@@ -61,7 +66,10 @@ def parse_args(argv=None):
     p.add_argument('--shard', type=shard, help='I/N: test only the I-th (from 0) of N consecutive shards')
     p.add_argument('--out', required=True, help='results file (.jsonl, or .jsonl.gz for gzip)')
     p.add_argument('--device', default='cpu', help='cpu or cuda:0 (one GPU per process)')
-    p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--skip-unreadable', action='store_true',
+                   help='give a missing, truncated or corrupt image an empty prediction, list it in '
+                        'OUT.unreadable.tsv and go on (default: stop with an error, keep OUT.partial)')
+    add_progress_flag(p)
     return p.parse_args(argv)
 
 
@@ -73,13 +81,13 @@ def _stop_on_sigterm(signum, frame):
 def main(argv=None) -> None:
     a = parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    status = ensemble_test(
+    summary = ensemble_test(
         a.configs, a.checkpoints, a.ann_file, a.images_dir, a.out, shard=a.shard, device=a.device,
-        scales=a.scales, progress=not a.no_progress, flip=a.flip, weights=a.weights,
-        score_thr=a.score_thr, max_per_img=a.max_per_img, nms_iou=a.nms_iou, mask_thr=a.mask_thr,
-        max_proposals=a.max_proposals, proposal_iou=a.proposal_iou,
+        scales=a.scales, progress=a.progress, skip_unreadable=a.skip_unreadable, flip=a.flip,
+        weights=a.weights, score_thr=a.score_thr, max_per_img=a.max_per_img, iou_thr=a.iou_thr,
+        mask_thr=a.mask_thr, max_proposals=a.max_proposals, proposal_iou=a.proposal_iou,
         proposals_within_views=a.proposal_nms == 'all')
-    print(f'{a.out}: {"already finished, skipped" if status == "skipped" else status}')
+    print(summary.line())
 
 
 if __name__ == '__main__':

@@ -1,12 +1,14 @@
 """Evaluate a checkpoint: ``python tools/test.py CONFIG CHECKPOINT [--out preds.pkl] [--cfg-options ...]``.
 
 For the challenge's test-time-augmentation ensemble and sharded test runs use ``tools/ensemble_test.py``.
+Everything but argument parsing lives in ``mmdet_ext.launch``; bad input is one line and exit status 1.
 """
 import argparse
 import sys
 
 import mmdet_ext  # noqa: F401
-from mmdet_ext.launch import add_runner_args, load_config, prepare_test_config, run, set_local_rank
+from mmdet_ext.launch import add_runner_args, load_config, prepare_test_config, run_mode, set_local_rank
+from util.common.cli import run
 
 
 def parse_args(argv=None):
@@ -22,13 +24,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     set_local_rank(args.local_rank)
-    try:
-        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-        cfg = prepare_test_config(cfg, args.checkpoint, args.out, args.show_dir)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f'error: {e}')
-    run(cfg, 'test')
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    run_mode(prepare_test_config(cfg, args.checkpoint, args.out, args.show_dir), 'test')
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run(main))

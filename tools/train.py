@@ -1,12 +1,14 @@
 """Train a detector: ``python tools/train.py CONFIG [--work-dir D] [--resume [CKPT]] [--cfg-options k=v ...]``.
 
 Multi-GPU / multi-node: ``tools/dist_train.sh`` (torchrun) or ``tools/slurm_train.sh`` (srun).
+Everything but argument parsing lives in ``mmdet_ext.launch``; bad input is one line and exit status 1.
 """
 import argparse
 import sys
 
 import mmdet_ext  # noqa: F401  (checkpoint fix, datasets, models)
-from mmdet_ext.launch import add_runner_args, load_config, prepare_train_config, run, set_local_rank
+from mmdet_ext.launch import add_runner_args, load_config, prepare_train_config, run_mode, set_local_rank
+from util.common.cli import run
 
 
 def parse_args(argv=None):
@@ -23,13 +25,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     set_local_rank(args.local_rank)
-    try:
-        cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
-        cfg = prepare_train_config(cfg, args.resume, args.amp, args.auto_scale_lr)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f'error: {e}')
-    run(cfg, 'train')
+    cfg = load_config(args.config, args.cfg_options, args.work_dir, args.launcher)
+    run_mode(prepare_train_config(cfg, args.resume, args.amp, args.auto_scale_lr), 'train')
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run(main))

@@ -14,7 +14,9 @@ share work through common boxes, so that rows line up across views and can simpl
 
 Backbone and neck run once per model x view (``extract``) and their features serve all three steps.
 Everything is mmdet's own: the model's test pipeline and data_preprocessor, ``rpn_head.predict``, the
-cascade's ``_refine_roi`` and ``_mask_forward``, the last bbox head's decoding, ``multiclass_nms``.
+cascade's ``_refine_roi``, the last bbox head's decoding, ``multiclass_nms``, each stage's mask RoI
+extractor and mask head layers (``masks.class_mask_logits`` evaluates the head's last 1 x 1 convolution
+at each box's own class only) and the mask head's pasting (``masks.paste_masks``).
 With one model and one unmirrored view at the config's test scale the result is the model's own.
 """
 from __future__ import annotations
@@ -70,14 +72,14 @@ class EnsembleTTA:
     ``flip`` adds the mirror of each. Views are made once per image with the first model's test pipeline;
     each model normalises and pads them with its own data_preprocessor. ``weights``: one per model
     (default equal), for the averages of steps 2 and 3 (the proposal merge ranks by RPN score alone).
-    ``score_thr``, ``max_per_img``, ``nms_iou`` and ``mask_thr`` default to the first model's
-    ``test_cfg.rcnn``. ``proposals_within_views``: see ``proposals.merge_proposals``.
+    ``score_thr``, ``max_per_img``, ``iou_thr`` (of the per-class NMS) and ``mask_thr`` default to the
+    first model's ``test_cfg.rcnn``. ``proposals_within_views``: see ``proposals.merge_proposals``.
     """
 
     def __init__(self, models: Sequence[torch.nn.Module], scales: Sequence[Sequence[int]],
                  flip: bool = False, weights: Sequence[float] | None = None, max_proposals: int = 1000,
                  proposal_iou: float = 0.7, proposals_within_views: bool = False,
-                 nms_iou: float | None = None, score_thr: float | None = None,
+                 iou_thr: float | None = None, score_thr: float | None = None,
                  max_per_img: int | None = None, mask_thr: float | None = None,
                  timer: StageTimer | None = None):
         self.models = list(models)
@@ -95,8 +97,8 @@ class EnsembleTTA:
         self.max_proposals, self.proposal_iou = max_proposals, proposal_iou
         self.proposals_within_views = proposals_within_views
         self.nms_cfg = dict(rcnn.nms)
-        if nms_iou is not None:
-            self.nms_cfg['iou_threshold'] = nms_iou
+        if iou_thr is not None:
+            self.nms_cfg['iou_threshold'] = iou_thr
         self.score_thr = rcnn.score_thr if score_thr is None else score_thr
         self.max_per_img = rcnn.max_per_img if max_per_img is None else max_per_img
         self.mask_thr = rcnn.mask_thr_binary if mask_thr is None else mask_thr

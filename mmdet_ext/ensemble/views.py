@@ -9,9 +9,11 @@ ensemble maps boxes and masks in and out of mirrored views itself.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 from mmdet.registry import TRANSFORMS
@@ -20,8 +22,27 @@ from mmdet.utils import get_test_pipeline_cfg
 from mmengine.config import ConfigDict
 from mmengine.registry import init_default_scope
 
+from util.common.errors import DataError
+from util.common.image_io import decoded_image_size
+
 # What the heads need, and no 'flip' / 'flip_direction'.
 VIEW_META_KEYS = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')
+
+
+class UnreadableImage(DataError):
+    """An image file that cannot be decoded (missing, truncated, corrupt, not an image)."""
+
+
+def _reason(e: BaseException) -> str:
+    return re.sub(r'\s+', ' ', f'{type(e).__name__}: {e}').strip()
+
+
+def check_decodes(path: str) -> None:
+    """The whole file decodes (``util.common.image_io``'s strict decode, PIL), or UnreadableImage."""
+    try:
+        decoded_image_size(path)
+    except DataError as e:
+        raise UnreadableImage(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -93,7 +114,14 @@ class ViewMaker:
         """Decode a file (or take a BGR array) once: the results dict every view starts from."""
         if isinstance(image, np.ndarray):
             return self._load_array(dict(img=image, img_id=img_id))
-        return self._load_file(dict(img_path=image, img_id=img_id))
+        if '://' not in image:                      # local files; gs:// ones are read by the pipeline
+            check_decodes(image)
+        try:
+            return self._load_file(dict(img_path=image, img_id=img_id))
+        except AssertionError:                      # mmcv's "failed to load image": OpenCV gave nothing
+            raise UnreadableImage(f'{image}: image does not decode (OpenCV gives no pixels)') from None
+        except (OSError, ValueError, cv2.error) as e:
+            raise UnreadableImage(f'{image}: image does not decode ({_reason(e)})') from None
 
     def __call__(self, image: str | np.ndarray, img_id=0) -> list[ViewImage]:
         loaded = self.load(image, img_id)

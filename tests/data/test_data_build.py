@@ -1,5 +1,6 @@
 """Masks CSV + PNGs + images -> annotation files: resizing, RLE, boxes, expansion, hold-out, bad rows."""
 import csv
+import gzip
 import os
 import shutil
 import subprocess
@@ -175,3 +176,85 @@ def test_missing_column_and_8bit_masks(data, tmp_path, capsys):
     a = build([src_flat], 'leaf', progress=False)[1]
     b = build([make_source(str(data / TRAIN_CSV))], 'leaf', progress=False)[1]
     assert a == b
+
+
+def copy_train(data, root):
+    """A copy of the fixture's train split (CSV, images, PNGs) that a test may damage."""
+    shutil.copytree(data / 'train', root / 'train')
+    for d in data.glob('train-masks-*'):
+        shutil.copytree(d, root / d.name)
+    shutil.copy(data / TRAIN_CSV, root / TRAIN_CSV)
+    return root / TRAIN_CSV
+
+
+def one_error_line(r, *expected):
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 'Traceback' not in r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), lines     # no libpng / libjpeg chatter either
+    for text in expected:
+        assert text in lines[0], lines[0]
+
+
+def cut(path, fraction=0.7):
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * fraction)])
+
+
+def flip_byte(path, at=0.6):
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('damage', ['jpeg-cut', 'png-cut', 'png-flipped-byte'])
+def test_strict_decodes_images_and_masks(data, tmp_path, damage):
+    """A JPEG cut to 70% keeps its header: only --strict, which decodes every image, notices it. A damaged
+    mask PNG is unusable in both modes. Either way, one line names the CSV row, and the decoders print nothing."""
+    csv_path = copy_train(data, tmp_path)
+    row = next(csv.DictReader(open(csv_path, newline='')))
+    image_id = row['ImageID']
+    if damage == 'jpeg-cut':
+        cut(tmp_path / 'train' / f'{image_id}.jpg')
+        expected = (f'{csv_path}:2: image {image_id}: unreadable image', 'does not decode')
+    else:
+        png = tmp_path / f'train-masks-{image_id[0]}' / row['MaskPath']
+        cut(png) if damage == 'png-cut' else flip_byte(png)
+        expected = (f'{csv_path}:2: image {image_id}: unreadable mask PNG: {png}: mask PNG does not decode',)
+    lenient = cli('--masks-csv', csv_path, '--out', tmp_path / 'lenient.pkl')
+    assert lenient.returncode == 0 and 'libpng' not in lenient.stderr and 'JPEG' not in lenient.stderr
+    assert ('1  unreadable mask PNG' in lenient.stderr) == (damage != 'jpeg-cut')
+    out = tmp_path / 'strict.pkl'
+    one_error_line(cli('--masks-csv', csv_path, '--out', out, '--strict'), *expected)
+    assert not out.exists() and not os.path.exists(f'{out}.tmp')
+
+
+@pytest.mark.parametrize('strict', [False, True])
+@pytest.mark.parametrize('damage, expected', [
+    ('truncated-row', ':3: truncated row: 4 fields, the header has 10'),
+    ('gzip', ': not UTF-8 text (gzip data): is it compressed?'),
+    ('latin-1', ':2: not UTF-8 text (byte '),
+])
+def test_damaged_csv_is_fatal_and_named(data, tmp_path, damage, expected, strict):
+    csv_path = copy_train(data, tmp_path)
+    raw = csv_path.read_bytes()
+    if damage == 'truncated-row':
+        lines = raw.decode().split('\n')
+        lines[2] = ','.join(lines[2].split(',')[:4])
+        csv_path.write_text('\n'.join(lines))
+    elif damage == 'gzip':
+        csv_path.write_bytes(gzip.compress(raw))
+    else:
+        csv_path.write_bytes(raw.replace(b'/m/', '/m/\u00e9'.encode('latin-1'), 1))
+    out = tmp_path / 'x.pkl'
+    one_error_line(cli('--masks-csv', csv_path, '--out', out, *(['--strict'] if strict else [])),
+                   f'{csv_path}{expected}')
+    assert not out.exists()
+
+
+def test_a_bom_is_accepted(data, tmp_path):
+    csv_path = copy_train(data, tmp_path)
+    csv_path.write_bytes(b'\xef\xbb\xbf' + csv_path.read_bytes())
+    a = build([make_source(str(csv_path))], 'leaf', progress=False)
+    b = build([make_source(str(data / TRAIN_CSV))], 'leaf', progress=False)
+    assert not a[3] and a[1] == b[1]

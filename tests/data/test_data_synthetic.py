@@ -12,8 +12,8 @@ from PIL import Image
 
 from conftest import REPO
 from util.common.hierarchy import load_default
-from util.data.synthetic import (BBOX_COLUMNS, DEFAULT_CLASSES, LABEL_COLUMNS, MASK_COLUMNS, SHAPES,
-                            generate, shape_mask)
+from util.common.oid_files import BBOX_COLUMNS, LABELS_COLUMNS, MASKS_COLUMNS
+from util.data.synthetic import DEFAULT_CLASSES, SHAPES, generate, shape_mask
 
 HEX16 = re.compile(r'^[0-9a-f]{16}$')
 
@@ -48,7 +48,7 @@ def test_same_seed_same_bytes(tmp_path, synth):
 def test_masks_csv_and_pngs_follow_the_official_layout(synth):
     for split in ('train', 'validation'):
         header, rows = read_csv(synth / f'challenge-2019-{split}-segmentation-masks.csv')
-        assert header == MASK_COLUMNS
+        assert header == list(MASKS_COLUMNS)
         assert rows
         for name, image_id, mid, box_id, *box, iou, clicks in rows:
             assert HEX16.match(image_id)
@@ -65,7 +65,7 @@ def test_masks_csv_and_pngs_follow_the_official_layout(synth):
 
 def test_validation_boxes_labels_and_sample_submission(synth):
     header, bbox = read_csv(synth / 'challenge-2019-validation-segmentation-bbox.csv')
-    assert header == BBOX_COLUMNS
+    assert header == list(BBOX_COLUMNS)
     _, masks = read_csv(synth / 'challenge-2019-validation-segmentation-masks.csv')
     with_mask = {(r[1], r[2], *r[4:8]) for r in masks}
     keys = [(r[0], r[1], *r[2:6]) for r in bbox]
@@ -73,7 +73,7 @@ def test_validation_boxes_labels_and_sample_submission(synth):
     assert any(k not in with_mask for k in keys)          # and some boxes are box-only
     assert {r[6] for r in bbox} == {'0', '1'}             # group-of boxes occur
     header, labels = read_csv(synth / 'challenge-2019-validation-segmentation-labels.csv')
-    assert header == LABEL_COLUMNS
+    assert header == list(LABELS_COLUMNS)
     assert {r[2] for r in labels} == {'0', '1'}
     header, sub = read_csv(synth / 'sample_empty_submission.csv')
     assert header == ['ImageID', 'ImageWidth', 'ImageHeight', 'PredictionString']

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ from util.common.cli import run
 from util.metric.evaluate import evaluate_files, main
 from util.common.hierarchy import load_default, read_class_names
 from util.common.mask_codec import encode_mask
+from util.common.submission import SubmissionWriter
 from conftest import REPO
 
 
@@ -34,9 +34,9 @@ def evaluate(ds, submission='sub.csv', **kw):
                           ds.args()[9], ds.args()[11], ds.path(submission), log=quiet, **kw)
 
 
-def literal_map(ds, ids=None):
-    images = [ds.images[i] for i in (ids or ds.images)]
-    return literal.mean_ap(images, list(read_class_names()), load_default())[0]
+def literal_map(ds, ids=None, ties='official', images=None):
+    images = images or {i: ds.images[i] for i in (ids or ds.images)}
+    return literal.mean_ap(images, list(read_class_names()), load_default(), ties)[0]
 
 
 def cli(ds, *extra, submission='sub.csv'):
@@ -50,23 +50,42 @@ def cli(ds, *extra, submission='sub.csv'):
 
 
 def test_same_map_as_the_literal_rules_for_any_worker_count(ds):
+    """The default (the official tie order) sorts the entries by image id before numpy's argsort: the same
+    number for any worker count (results arrive in another order), the literal official construction's."""
     values = [evaluate(ds, workers=n).mean_ap for n in (1, 2, 3)]
     assert values[0] == values[1] == values[2]               # to the last digit
     assert values[0] == pytest.approx(literal_map(ds), abs=1e-12)
     assert 0.05 < values[0] < 0.95
 
 
-def test_official_tie_order_any_worker_count_and_never_below_the_pessimistic_one(ds):
-    """ties='official' sorts the entries by image id before numpy's argsort: the same number for any
-    worker count (results arrive in another order), and on tied scores at least the FP-first AP."""
-    official = [evaluate(ds, workers=n, ties='official') for n in (1, 2)]
-    assert official[0].mean_ap == official[1].mean_ap
-    pessimistic = evaluate(ds)
-    both = ~np.isnan(pessimistic.ap)
-    assert (np.isnan(official[0].ap) == ~both).all()
-    assert (official[0].ap[both] >= pessimistic.ap[both] - 1e-12).all()
+def test_fp_first_is_opt_in_and_never_above_the_official_order(ds):
+    fp_first = [evaluate(ds, workers=n, ties='fp-first') for n in (1, 2)]
+    assert fp_first[0].mean_ap == fp_first[1].mean_ap
+    assert fp_first[0].mean_ap == pytest.approx(literal_map(ds, ties='fp-first'), abs=1e-12)
+    official = evaluate(ds)
+    both = ~np.isnan(official.ap)
+    assert (np.isnan(fp_first[0].ap) == ~both).all()
+    assert (official.ap[both] >= fp_first[0].ap[both] - 1e-12).all()
+    status, out, _ = cli(ds, '--ties', 'fp-first')
+    assert status == 0 and out[-1] == f'mAP@0.5IOU={fp_first[0].mean_ap:.10f}'
     status, out, _ = cli(ds, '--ties', 'official')
-    assert status == 0 and out[-1] == f'mAP@0.5IOU={official[0].mean_ap:.10f}'
+    assert status == 0 and out[-1] == f'mAP@0.5IOU={official.mean_ap:.10f}'
+
+
+def test_scores_rounded_to_two_decimals_the_default_is_the_official_order(ds):
+    """A submission whose scores are rounded to 2 decimals: the command's default equals the literal
+    construction of the official order; FP-first (opt-in) is a different, lower number."""
+    rounded = {i: [(lab, round(s, 2), m) for lab, s, m in p] for i, p in ds.predictions.items()}
+    ds.write_submission('rounded.csv', rows={i: [(lab, s, encode_mask(m)) for lab, s, m in p]
+                                             for i, p in rounded.items()})
+    images = {i: dataclasses.replace(img, detections=rounded[i]) for i, img in ds.images.items()}
+    status, out, _ = cli(ds, submission='rounded.csv')
+    assert status == 0
+    official = literal_map(ds, images=images)
+    assert float(out[-1].split('=')[1]) == pytest.approx(official, abs=1e-9)
+    fp_first = evaluate(ds, 'rounded.csv', ties='fp-first').mean_ap
+    assert fp_first == pytest.approx(literal_map(ds, ties='fp-first', images=images), abs=1e-12)
+    assert official > fp_first + 1e-4
 
 
 def test_command_line_end_to_end(ds, tmp_path):
@@ -90,8 +109,8 @@ def test_gt_images_missing_from_the_submission_count_unless_submitted_only(ds):
     ds.write_submission('partial.csv', ids=ids)
     everything = evaluate(ds, 'partial.csv')
     assert everything.images_evaluated == sum(1 for img in ds.images.values() if img.objects or img.image_labels)
-    unseen = [dataclasses.replace(img, detections=[]) for i, img in ds.images.items() if i not in ids]
-    expected = literal.mean_ap([ds.images[i] for i in ids] + unseen, list(read_class_names()), load_default())[0]
+    expected = literal_map(ds, images={i: img if i in ids else dataclasses.replace(img, detections=[])
+                                       for i, img in ds.images.items()})
     assert everything.mean_ap == pytest.approx(expected, abs=1e-12)
     subset = evaluate(ds, 'partial.csv', submitted_only=True)
     assert subset.images_evaluated == sum(1 for i in ids if ds.images[i].objects or ds.images[i].image_labels)
@@ -157,3 +176,42 @@ def test_image_sizes_from_the_image_headers(ds, tmp_path):
     Image.new('RGB', (w + 3, h)).save(images / f'{first}.jpg')
     status, _, err = cli(ds, '--images-dir', str(images))
     assert status == 1 and 'sub.csv:2' in err and f'the image is {w + 3}x{h}' in err
+
+
+def test_submission_images_outside_the_ground_truth_are_ignored(ds, tmp_path):
+    """Rows for images the GT does not have (a whole-validation submission scored on a held-out subset) are
+    ignored, as by the official scorer: same mAP, one line saying how many, their image files never read
+    (one of them is not even an image)."""
+    images = tmp_path / 'images'
+    images.mkdir()
+    for image_id, (h, w) in ds.sizes.items():
+        Image.new('RGB', (w, h)).save(images / f'{image_id}.jpg')
+    extra = [f'{k:016x}' for k in range(0xe0, 0xe3)]
+    assert not set(extra) & set(ds.sizes)
+    (images / f'{extra[1]}.jpg').write_bytes(b'not an image')           # would be an error if it were opened
+    sub = tmp_path / 'with-extra.csv'
+    ids = list(ds.predictions)
+    with SubmissionWriter(str(sub)) as w:
+        for k, image_id in enumerate(ids):
+            h, wd = ds.sizes[image_id]
+            w.write(image_id, wd, h, [(lab, s, encode_mask(m)) for lab, s, m in ds.predictions[image_id]])
+            if k < len(extra):
+                w.write(extra[k], 7, 5, [('/m/04yx4', 0.9, encode_mask(np.ones((5, 7), np.uint8)))])
+
+    def map_line(submission):
+        proc = subprocess.run([sys.executable, '-m', 'util.metric.evaluate', *ds.args(), '--submission',
+                               str(submission), '--images-dir', str(images)],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()[-1], proc.stderr.splitlines()
+
+    with_extra, err = map_line(sub)
+    without, err_without = map_line(ds.path('sub.csv'))
+    assert with_extra == without == f'mAP@0.5IOU={evaluate(ds).mean_ap:.10f}'
+    no_gt = sum(1 for img in ds.images.values() if not img.objects and not img.image_labels)
+    assert no_gt >= 1                                     # the fixture's own images without any GT row
+    for lines, n in ((err, no_gt + len(extra)), (err_without, no_gt)):
+        said = [line for line in lines if 'not in the ground truth' in line]
+        assert len(said) == 1 and said[0].startswith(f'warning: {n} submission images are not in the ground '
+                                                     'truth: ignored, as the official scorer ignores them')
+    assert f'(first at {sub}:3: image {extra[0]})' in err[[k for k, e in enumerate(err) if 'ground truth' in e][0]]

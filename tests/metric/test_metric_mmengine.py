@@ -75,8 +75,13 @@ def test_metric_equals_the_command_line(ds, mids):
     assert run_metric(ds, mids) == expected
     assert run_metric(ds, mids, as_rle=True, workers=2) == expected
     assert 0.05 < expected < 0.95
-    # The official tie order too: image ids travel with the results through the Metric as well.
-    assert run_metric(ds, mids, workers=2, ties='official') == cli_map(ds, ds.path('sub.csv'), ties='official')
+    # The default is the official tie order (image ids travel with the results through the Metric);
+    # FP-first is the opt-in, and the fixture's tied scores (k / 64) make the two differ.
+    assert run_metric(ds, mids, ties='official') == expected
+    fp_first = cli_map(ds, ds.path('sub.csv'), ties='fp-first')
+    assert run_metric(ds, mids, workers=2, ties='fp-first') == fp_first != expected
+    with pytest.raises(ValueError, match='fp-first'):
+        Evaluator(metric_cfg(ds, ties='pessimistic'))
 
 
 def test_only_images_with_predictions_are_evaluated(ds, mids):

@@ -1,4 +1,5 @@
-"""The metric's rules (util.metric.rules) against a literal implementation and hand-computed cases."""
+"""The metric's rules (util.metric.rules) against a literal implementation and hand-computed cases, in both tie
+orders: the official scorer's (the default) and FP-first."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,16 +23,21 @@ def classes():
     return Classes(list(read_class_names()), load_default())
 
 
-def fast_image(img, classes):
+def fast_image(img, classes, ties='official'):
     gt, dets = to_fast(img, classes)
-    return evaluate_image(gt, dets, classes, img.height, img.width)
+    return evaluate_image(gt, dets, classes, img.height, img.width, ties)
 
 
-def fast_map(images, classes, ties='pessimistic'):
-    acc = APAccumulator(classes, ties)
+def fast_map(images, classes, ties=None):
+    """mAP of ``images`` (their ImageIDs sort in list order); ``ties`` None: the rules' defaults."""
+    acc = APAccumulator(classes) if ties is None else APAccumulator(classes, ties)
     for k, img in enumerate(images):
         gt, dets = to_fast(img, classes)
-        acc.add(evaluate_image(gt, dets, classes, img.height, img.width, ties), f'{k:05d}')
+        if ties is None:
+            result = evaluate_image(gt, dets, classes, img.height, img.width)
+        else:
+            result = evaluate_image(gt, dets, classes, img.height, img.width, ties)
+        acc.add(result, f'{k:05d}')
     return acc.result()
 
 
@@ -44,22 +50,23 @@ def same_entries(fast, slow, classes):
     assert got == {k: sorted(v) for k, v in entries.items()}
 
 
-def test_random_images_match_the_literal_rules(classes):
+@pytest.mark.parametrize('ties', ['official', 'fp-first'])
+def test_random_images_match_the_literal_rules(classes, ties):
     rng = np.random.default_rng(20190601)
     hierarchy = classes.hierarchy
     images = [random_image(rng) for _ in range(1200)]
     fired = {}
     for k, img in enumerate(images):
-        fast = fast_image(img, classes)
-        slow = literal.evaluate_image(img, classes.mids, hierarchy, fired)
+        fast = fast_image(img, classes, ties)
+        slow = literal.evaluate_image(img, classes.mids, hierarchy, fired, ties)
         assert (fast is None) == (slow is None), k
         if fast is not None:
             same_entries(fast, slow, classes)
     assert all(fired[k] >= 50 for k in ('tp', 'fp', 'box_ignored', 'group_ignored', 'group_entries')), fired
     for start in range(0, len(images), 40):                  # mAP over groups of images
         group = images[start:start + 40]
-        res = fast_map(group, classes)
-        expected, aps = literal.mean_ap(group, classes.mids, hierarchy)
+        res = fast_map(group, classes, ties)
+        expected, aps = literal.mean_ap(group, classes.mids, hierarchy, ties)
         got = {classes.mids[c]: ap for c, ap in enumerate(res.ap) if not math.isnan(ap)}
         assert got == pytest.approx(aps, abs=1e-12)
         assert res.mean_ap == pytest.approx(expected, abs=1e-12)
@@ -168,16 +175,38 @@ def test_tie_orders_agree_without_ties_and_official_is_never_lower(classes):
     distinct = iter(rng.permutation(100_000) / 100_000 + 1e-6)
     untied = [dataclasses.replace(img, detections=[(label, float(next(distinct)), m)
                                                    for label, _, m in img.detections]) for img in images]
-    a, b = fast_map(untied, classes), fast_map(untied, classes, ties='official')
+    a, b = fast_map(untied, classes, ties='fp-first'), fast_map(untied, classes, ties='official')
     assert np.array_equal(a.ap, b.ap, equal_nan=True)
-    tied_p, tied_o = fast_map(images, classes), fast_map(images, classes, ties='official')
+    tied_p, tied_o = fast_map(images, classes, ties='fp-first'), fast_map(images, classes, ties='official')
     scored = ~np.isnan(tied_p.ap)
     assert (tied_o.ap[scored] >= tied_p.ap[scored] - 1e-12).all()
     assert (tied_o.ap[scored] > tied_p.ap[scored]).any()         # the generator's ties do matter
 
 
+def test_scores_rounded_to_two_decimals_default_is_the_official_order(classes):
+    """Scores rounded to 2 decimals (as many real submissions): the rules' default order is the literal
+    construction of the official scorer's, FP-first is the literal FP-first, and the two differ."""
+    rng = np.random.default_rng(2019)
+    images = [random_image(rng) for _ in range(400)]
+    rounded = [dataclasses.replace(img, detections=[(label, round(score, 2), m) for label, score, m in img.detections])
+               for img in images]
+    assert len({d[1] for img in rounded for d in img.detections}) <= 102
+    default, fp_first = fast_map(rounded, classes), fast_map(rounded, classes, ties='fp-first')
+    for got, ties in ((default, 'official'), (fp_first, 'fp-first')):
+        expected, aps = literal.mean_ap(rounded, classes.mids, classes.hierarchy, ties)
+        per_class = {classes.mids[c]: ap for c, ap in enumerate(got.ap) if not math.isnan(ap)}
+        assert per_class == pytest.approx(aps, abs=1e-12)
+        assert got.mean_ap == pytest.approx(expected, abs=1e-12)
+    assert default.mean_ap > fp_first.mean_ap + 1e-4         # the choice matters at this rounding
+
+
+def test_ties_names():
+    with pytest.raises(ValueError, match='fp-first'):
+        APAccumulator(Classes([MAN], load_default()), 'pessimistic')
+
+
 def test_equal_scores_rank_false_positives_first():
-    precision, recall = precision_recall(np.array([0.5, 0.5, 0.9]), np.array([1.0, 0.0, 1.0]), 2.0)
+    precision, recall = precision_recall(np.array([0.5, 0.5, 0.9]), np.array([1.0, 0.0, 1.0]), 2.0, 'fp-first')
     assert precision.tolist() == [1.0, 0.5, 2 / 3]
     assert recall.tolist() == [0.5, 0.5, 1.0]
     assert average_precision(precision, recall) == pytest.approx(0.5 + 0.5 * 2 / 3)
@@ -188,11 +217,14 @@ def test_tied_detections_on_one_gt_match_in_input_order(classes):
     inside = square(0, 0, 4, 6)        # IoU 24/36 with the man, IoA 16/24 with the group
     whole = man                        # IoU 1 with the man, IoA 16/36 with the group
     img = LImage(H, W, [LObject(MAN, norm_box(man), False, man), LObject(MAN, norm_box(group), True, group)])
-    # Equal scores: the first listed takes the man; the second can then only be ignored inside the group.
+    # FP-first keeps equal scores in input order: the first listed takes the man; the second can then only
+    # be ignored inside the group. The official order is numpy's argsort reversed: here the last listed first.
     img.detections = [(MAN, 0.5, inside), (MAN, 0.5, whole)]
-    assert fast_image(img, classes).entries[classes.index[MAN]][1].tolist() == [1.0, 0.0]
-    img.detections = [(MAN, 0.5, whole), (MAN, 0.5, inside)]
+    assert fast_image(img, classes, 'fp-first').entries[classes.index[MAN]][1].tolist() == [1.0, 0.0]
     assert fast_image(img, classes).entries[classes.index[MAN]][1].tolist() == [1.0, 1.0]
+    img.detections = [(MAN, 0.5, whole), (MAN, 0.5, inside)]
+    assert fast_image(img, classes, 'fp-first').entries[classes.index[MAN]][1].tolist() == [1.0, 1.0]
+    assert fast_image(img, classes).entries[classes.index[MAN]][1].tolist() == [1.0, 0.0]
 
 
 def test_gt_without_detections_in_one_image_still_counts(classes):
@@ -204,11 +236,17 @@ def test_gt_without_detections_in_one_image_still_counts(classes):
     assert ap_of(res, classes, MAN) == 0.5
 
 
-def test_result_does_not_depend_on_image_order(classes):
+@pytest.mark.parametrize('ties', ['official', 'fp-first'])
+def test_result_does_not_depend_on_the_order_results_arrive_in(classes, ties):
+    """Workers return images in any order: the official order sorts them by ImageID, FP-first needs no order."""
     rng = np.random.default_rng(7)
     images = [random_image(rng) for _ in range(60)]
-    a = fast_map(images, classes)
-    b = fast_map(images[::-1], classes)
+    a = fast_map(images, classes, ties)
+    acc = APAccumulator(classes, ties)
+    for k in reversed(range(len(images))):
+        gt, dets = to_fast(images[k], classes)
+        acc.add(evaluate_image(gt, dets, classes, images[k].height, images[k].width, ties), f'{k:05d}')
+    b = acc.result()
     assert a.mean_ap == b.mean_ap
     np.testing.assert_array_equal(a.ap, b.ap)
 

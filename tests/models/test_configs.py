@@ -1,6 +1,9 @@
 """Every config loads, and the models of the real configs build on CPU with the subset's class count."""
 import glob
 import os
+import re
+import shutil
+import warnings
 
 import pytest
 import torch
@@ -8,6 +11,7 @@ import torch
 from conftest import REPO
 from mmdet_ext.device import apply_device_defaults
 from mmdet_ext.launch import load_config, prepare_train_config, resolve_checkpoint
+from util.common.errors import DataError
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, 'configs/**/*.py'), recursive=True)
                  if '_base_' not in p)
@@ -50,16 +54,59 @@ def test_model_builds_on_cpu(path):
         assert any(isinstance(m, (DeformConv2dPack, ModulatedDeformConv2dPack)) for m in model.modules())
 
 
-def test_staged_configs_divide_lr_and_start_from_previous_stage():
-    base = load_config(os.path.join(REPO, 'configs/oid/cascade-mask-rcnn_x101-64x4d_fpn_oid-leaf.py'))
-    s2 = load_config(os.path.join(REPO, 'configs/oid/cascade-mask-rcnn_x101-64x4d_fpn_oid-leaf_stage2.py'))
-    s3 = load_config(os.path.join(REPO, 'configs/oid/cascade-mask-rcnn_x101-64x4d_fpn_oid-leaf_stage3.py'))
-    lr = base.optim_wrapper.optimizer.lr
-    assert s2.optim_wrapper.optimizer.lr == pytest.approx(lr / 3)
-    assert s3.optim_wrapper.optimizer.lr == pytest.approx(lr / 15)
-    assert s2.load_from.endswith('cascade-mask-rcnn_x101-64x4d_fpn_oid-leaf')
-    assert s3.load_from.endswith('cascade-mask-rcnn_x101-64x4d_fpn_oid-leaf_stage2')
-    assert s3.model.backbone.type == 'ResNeXt'
+STAGE_CONFIGS = [p for p in CONFIGS if '_stage' in p]
+
+
+def lrs_per_iteration(cfg) -> set[float]:
+    """Every learning rate the config's schedule gives the optimizer over the whole run: mmengine's own
+    schedulers stepped once per iteration, on an SGD optimizer built with the config's lr."""
+    from mmengine.registry import PARAM_SCHEDULERS
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optim_wrapper.optimizer.lr)
+    schedulers = [PARAM_SCHEDULERS.build(dict(s), default_args=dict(optimizer=opt))
+                  for s in cfg.param_scheduler]
+    seen = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')         # "scheduler.step() before optimizer.step()": no training here
+        for _ in range(cfg.train_cfg.max_iters):
+            seen.add(round(opt.param_groups[0]['lr'], 15))
+            for s in schedulers:
+                s.step()
+    return seen
+
+
+def stage_chain(path):
+    """(stage-1 config, previous stage's config, divisor of stage 1's lr) of a stage config."""
+    stage = 2 if path.endswith('_stage2.py') else 3
+    first = path.replace(f'_stage{stage}.py', '.py')
+    return first, (first if stage == 2 else path.replace('_stage3.py', '_stage2.py')), {2: 3, 3: 15}[stage]
+
+
+def test_there_are_two_stages_of_every_staged_model():
+    assert len(STAGE_CONFIGS) == 8 and all(os.path.isfile(stage_chain(p)[1]) for p in STAGE_CONFIGS)
+
+
+@pytest.mark.parametrize('path', STAGE_CONFIGS, ids=os.path.basename)
+def test_stage_lr_is_stage_one_lr_divided_and_starts_from_previous_stage(path):
+    first, previous, divisor = stage_chain(path)
+    base_lr = load_config(first).optim_wrapper.optimizer.lr
+    cfg = load_config(path)
+    assert lrs_per_iteration(cfg) == {round(base_lr / divisor, 15)}
+    assert cfg.load_from == 'work_dirs/' + os.path.basename(previous)[:-3]
+    assert cfg.model.backbone == load_config(first).model.backbone
+
+
+def test_a_changed_base_lr_moves_every_stage(tmp_path):
+    """Edit the base schedule's lr in a copy of configs/: every stage follows."""
+    shutil.copytree(os.path.join(REPO, 'configs'), tmp_path / 'configs')
+    schedule = tmp_path / 'configs/_base_/schedules/oid-iter.py'
+    text = schedule.read_text()
+    assert text.count('base_lr = 0.005') == 1
+    schedule.write_text(text.replace('base_lr = 0.005', 'base_lr = 0.012'))
+    for path in STAGE_CONFIGS:
+        copy = str(tmp_path / os.path.relpath(path, REPO))
+        first, _, divisor = stage_chain(copy)
+        assert load_config(first).optim_wrapper.optimizer.lr == 0.012
+        assert lrs_per_iteration(load_config(copy)) == {round(0.012 / divisor, 15)}, path
 
 
 def test_reference_recipe():
@@ -91,5 +138,41 @@ def test_load_from_a_work_dir_resolves_its_last_checkpoint(tmp_path):
     assert resolve_checkpoint(str(tmp_path)) == str(ckpt)
     empty = tmp_path / 'empty'
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match='without a last_checkpoint'):
+    with pytest.raises(DataError, match='without a last_checkpoint'):
         resolve_checkpoint(str(empty))
+
+
+def data_roots(cfg) -> dict:
+    loaders = {name: cfg[name].dataset.get('dataset', cfg[name].dataset).data_root
+               for name in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
+    return dict(loaders, val_evaluator=cfg.val_evaluator.data_root,
+                test_evaluator=cfg.test_evaluator.data_root)
+
+
+@pytest.mark.parametrize('name', ['tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py',
+                                  'oid/cascade-mask-rcnn_x101-64x4d_fpn_oid-parent_stage3.py',
+                                  'oid/cascade-mask-rcnn_x101-64x4d_fpn_oid-leaf_class-balanced.py'])
+def test_one_data_root_override_moves_every_dataset_and_evaluator(name):
+    path = os.path.join(REPO, 'configs', name)
+    before = data_roots(load_config(path))
+    assert len(set(before.values())) == 1          # all read the one data_root variable
+    cfg = load_config(path, ['data_root=/elsewhere/oid/'])
+    assert cfg.data_root == '/elsewhere/oid/'
+    assert data_roots(cfg) == dict.fromkeys(before, '/elsewhere/oid/')
+    # An explicit key still wins over the variable, in either order on the command line.
+    for options in (['data_root=/a/', 'val_dataloader.dataset.data_root=/b/'],
+                    ['val_dataloader.dataset.data_root=/b/', 'data_root=/a/']):
+        roots = data_roots(load_config(path, options))
+        assert roots.pop('val_dataloader') == '/b/' and set(roots.values()) == {'/a/'}
+
+
+@pytest.mark.parametrize('options,message', [
+    (['train_cfg.max_iters'], "--cfg-options 'train_cfg.max_iters': expected key=value"),
+    (['=3'], "--cfg-options '=3': expected key=value"),
+    (['param_scheduler.1.milestones=[1,2'], "--cfg-options 'param_scheduler.1.milestones=[1,2': Imbalanced"),
+])
+def test_bad_cfg_options_are_data_errors(options, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_config(os.path.join(REPO, 'configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py'), options)
+    with pytest.raises(DataError, match='nope.py: config file not found'):
+        load_config('nope.py')

@@ -1,6 +1,7 @@
 """Sharded ensemble test runs: every image once, resumable to the same bytes, clear errors; the CLI and
 scripts/test_shards.sh end to end on CPU."""
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -8,8 +9,8 @@ import sys
 
 import pytest
 
-from _ensemble_helpers import (FEW_CLASSES, TINY, leaf_metainfo, one_thread, save_checkpoint, subprocess_env,
-                               tiny_detector, write_images)
+from _ensemble_helpers import (FEW_CLASSES, TINY, damage, leaf_metainfo, one_thread, save_checkpoint,
+                               subprocess_env, tiny_detector, write_images)
 from mmdet_ext.ensemble import EnsembleTTA
 from mmdet_ext.ensemble.runner import ensemble_test, run_shard, select_shard
 from util.data.annotations import save_annotations
@@ -65,17 +66,18 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path, shard):
     classes = leaf_metainfo()['mids'][:FEW_CLASSES]
     ensemble = EnsembleTTA([tiny_detector(0)], [SMALL])
     whole, cut = str(tmp_path / 'whole.jsonl.gz'), str(tmp_path / 'cut.jsonl.gz')
-    assert run_shard(ensemble, items, folder, whole, classes, progress=False) == 'finished'
+    assert run_shard(ensemble, items, folder, whole, classes, progress=False).status == 'finished'
 
     with pytest.raises(Interrupted):
         run_shard(CountingEnsemble(ensemble, stop_after=2), items, folder, cut, classes, progress=False)
     assert not os.path.exists(cut) and os.path.exists(cut + '.partial')
     rest = CountingEnsemble(ensemble)
-    assert run_shard(rest, items, folder, cut, classes, progress=False) == 'resumed'
+    summary = run_shard(rest, items, folder, cut, classes, progress=False)
+    assert (summary.status, summary.predicted, summary.already_done) == ('resumed', len(items) - 2, 2)
     assert rest.calls == len(items) - 2
     with open(whole, 'rb') as a, open(cut, 'rb') as b:
         assert a.read() == b.read()
-    assert run_shard(rest, items, folder, cut, classes, progress=False) == 'skipped'
+    assert run_shard(rest, items, folder, cut, classes, progress=False).status == 'skipped'
     assert rest.calls == len(items) - 2            # a finished shard is not recomputed
 
     records = list(iter_results(whole))
@@ -83,6 +85,33 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path, shard):
     for r, it in zip(records, items):
         assert 0 < len(r.labels) <= 10
         assert all(m['size'] == [it['height'], it['width']] for m in r.rles)
+
+
+def test_missing_image_stops_before_writing_or_is_skipped(tmp_path, shard):
+    folder, items = shard
+    few = tmp_path / 'few'
+    few.mkdir()
+    for item in items[:1] + items[2:]:
+        shutil.copy(os.path.join(folder, item['img_path']), few)
+    classes = leaf_metainfo()['mids'][:FEW_CLASSES]
+    ensemble = CountingEnsemble(EnsembleTTA([tiny_detector(0)], [SMALL]))
+    out = str(tmp_path / 'r.jsonl')
+    missing = str(few / items[1]['img_path'])
+    with pytest.raises(DataError, match=re.escape(f'{missing}: image not found; or pass --skip-unreadable')):
+        run_shard(ensemble, items, str(few), out, classes, progress=False)
+    assert ensemble.calls == 0 and sorted(os.listdir(tmp_path)) == ['few']
+
+    summary = run_shard(ensemble, items, str(few), out, classes, progress=False, skip_unreadable=True)
+    assert (summary.predicted, summary.unreadable) == (3, [(items[1]['img_id'], missing, 'image not found')])
+    assert summary.line() == (f'{out}: finished: 3 images predicted, 0 already done, 1 unreadable given '
+                              f'empty predictions (listed in {out}.unreadable.tsv)')
+    with open(out + '.unreadable.tsv') as f:
+        assert f.read() == f'image_id\tpath\treason\n{items[1]["img_id"]}\t{missing}\timage not found\n'
+    records = list(iter_results(out))
+    assert [r.image_id for r in records] == [it['img_id'] for it in items]
+    assert records[1][1:] == (items[1]['width'], items[1]['height'], [], [], [])
+    assert all(r.labels for i, r in enumerate(records) if i != 1)
+    assert sorted(os.listdir(tmp_path)) == ['few', 'r.jsonl', 'r.jsonl.unreadable.tsv']
 
 
 def test_bad_inputs_fail_before_any_model_is_built(tmp_path, shard):
@@ -94,7 +123,8 @@ def test_bad_inputs_fail_before_any_model_is_built(tmp_path, shard):
         ensemble_test([TINY], [ckpt], ann, folder, str(tmp_path / 'r.jsonl'))
     with pytest.raises(DataError, match='nope.py: config not found'):
         ensemble_test(['nope.py'], [ckpt], ann, folder, str(tmp_path / 'r.jsonl'))
-    with pytest.raises(DataError, match=f'{items[0]["img_path"]}: image not found'):
+    with pytest.raises(DataError, match=f'{items[0]["img_path"]}: image not found .and 3 more.; or pass '
+                                        '--skip-unreadable'):
         ensemble_test([TINY], [ckpt], ann, str(tmp_path), str(tmp_path / 'r.jsonl'))
     with pytest.raises(DataError, match='one checkpoint per config'):
         ensemble_test([TINY, TINY], [ckpt], ann, folder, str(tmp_path / 'r.jsonl'))
@@ -114,8 +144,23 @@ def cli_setup(tmp_path_factory, shard):
     return d, folder, ann, ckpts, items
 
 
+@pytest.fixture(scope='module')
+def reference(cli_setup):
+    """The uninterrupted run of the CLI's model arguments, in this process (same code, one start-up less)."""
+    d, folder, ann, ckpts, items = cli_setup
+    whole = str(d / 'whole.jsonl.gz')
+    ensemble_test([TINY, TINY], ckpts, ann, folder, whole, scales=[SMALL], score_thr=0, max_per_img=3,
+                  progress=False)
+    return whole
+
+
 def cli(*args):
     return [sys.executable, os.path.join(REPO, 'tools', 'ensemble_test.py'), *args]
+
+
+def run_tool(*args):
+    return subprocess.run(cli(*args), cwd=REPO, env=subprocess_env(PYTHONWARNINGS='ignore'),
+                          capture_output=True, text=True, timeout=600)
 
 
 def model_args(ckpts):
@@ -123,37 +168,130 @@ def model_args(ckpts):
             '--score-thr', '0', '--max-per-img', '3']
 
 
+def one_error_line(proc) -> str:
+    """The run failed with exit status 1 and exactly one line on stderr, no traceback: that line."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    return lines[0]
+
+
+def records_in(path) -> int:
+    with open(path, 'rb') as f:
+        return sum(1 for line in f if line.endswith(b'\n')) - 1      # complete lines after the header
+
+
+@pytest.mark.parametrize('kind', ['truncated', 'text'])
+def test_cli_unreadable_checkpoint_is_one_line(cli_setup, kind):
+    d, folder, ann, ckpts, items = cli_setup
+    bad = d / f'{kind}.pth'
+    data = open(ckpts[0], 'rb').read()
+    bad.write_bytes(data[:len(data) // 2] if kind == 'truncated' else b'weights: none, this is a text file\n')
+    out = d / f'{kind}.jsonl.gz'
+    proc = run_tool('--configs', TINY, '--checkpoints', str(bad), '--images-dir', folder, '--ann-file', ann,
+                    '--out', str(out), '--scales', '160,128', '--no-progress')
+    reason = {'truncated': 'RuntimeError: PytorchStreamReader failed reading zip archive',
+              'text': 'UnpicklingError'}[kind]
+    assert one_error_line(proc).startswith(f'error: {bad}: not a readable checkpoint ({reason}')
+    assert not out.exists() and not os.path.exists(f'{out}.partial')
+
+
+def test_cli_missing_image_and_config_are_one_line(cli_setup, tmp_path):
+    d, folder, ann, ckpts, items = cli_setup
+    os.makedirs(tmp_path / 'few')
+    for item in items[1:]:
+        shutil.copy(os.path.join(folder, item['img_path']), tmp_path / 'few')
+    proc = run_tool(*model_args(ckpts), '--images-dir', str(tmp_path / 'few'), '--ann-file', ann,
+                    '--out', str(tmp_path / 'r.jsonl'))
+    assert one_error_line(proc) == (f'error: {tmp_path / "few" / items[0]["img_path"]}: image not found; '
+                                    'or pass --skip-unreadable to give missing images empty predictions')
+    proc = run_tool('--configs', 'nope.py', '--checkpoints', ckpts[0], '--images-dir', folder,
+                    '--ann-file', ann, '--out', str(tmp_path / 'r.jsonl'))
+    assert one_error_line(proc) == 'error: nope.py: config not found'
+    assert os.listdir(tmp_path) == ['few']
+
+
 @pytest.mark.slow
-def test_cli_sigterm_then_rerun_gives_the_same_bytes(cli_setup):
+@pytest.mark.parametrize('kind,then', [('truncated', 'fix'), ('truncated', 'skip'), ('garbage header', 'skip'),
+                                       ('garbage data', 'skip')])
+def test_cli_unreadable_image_stops_then_resumes_or_skips(cli_setup, reference, tmp_path, kind, then):
+    """Default: stop at the damaged third image, one line naming it, the first two images kept in the
+    .partial. Then either the image is fixed and the rerun resumes to the bytes of a clean run, or the
+    rerun passes --skip-unreadable: only the fourth image is predicted, the third gets an empty
+    prediction and is listed beside the results and in the summary; the others equal a clean run."""
+    d, folder, ann, ckpts, items = cli_setup
+    images = tmp_path / 'images'
+    shutil.copytree(folder, images)
+    bad = str(images / items[2]['img_path'])
+    damage(bad, kind)
+    out = str(tmp_path / 'r.jsonl.gz')
+    common = model_args(ckpts) + ['--images-dir', str(images), '--ann-file', ann, '--out', out]
+    proc = run_tool(*common, '--no-progress')
+    line = one_error_line(proc)
+    assert re.match(re.escape(f'error: {bad}: ') + r'(not a readable image|image does not decode) \(', line)
+    assert line.endswith(f'the finished images are kept in {out}.partial: fix or replace the file and rerun '
+                         'to resume, or pass --skip-unreadable')
+    assert not os.path.exists(out) and records_in(out + '.partial') == 2
+
+    if then == 'fix':
+        shutil.copy(os.path.join(folder, items[2]['img_path']), bad)
+        proc = run_tool(*common)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.strip().splitlines()[-1] == f'{out}: resumed: 2 images predicted, 2 already done'
+        with open(reference, 'rb') as a, open(out, 'rb') as b:
+            assert a.read() == b.read()
+        assert sorted(os.listdir(tmp_path)) == ['images', 'r.jsonl.gz']
+        return
+    proc = run_tool(*common, '--skip-unreadable')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == [f'r.jsonl.gz: {k}/4 images written' for k in (3, 4)]
+    assert proc.stdout.strip().splitlines()[-1] == (
+        f'{out}: resumed: 1 images predicted, 2 already done, 1 unreadable given empty predictions '
+        f'(listed in {out}.unreadable.tsv)')
+    with open(out + '.unreadable.tsv') as f:
+        rows = [line.rstrip('\n').split('\t') for line in f]
+    assert rows[0] == ['image_id', 'path', 'reason'] and len(rows) == 2
+    assert rows[1][:2] == [items[2]['img_id'], bad]
+    assert re.match(r'(not a readable image|image does not decode) \(', rows[1][2])
+    got = {r.image_id: r for r in iter_results(out)}
+    assert list(got) == [it['img_id'] for it in items]
+    assert got[items[2]['img_id']][3:] == ([], [], [])
+    assert (got[items[2]['img_id']].width, got[items[2]['img_id']].height) == (items[2]['width'],
+                                                                               items[2]['height'])
+    for r in iter_results(reference):
+        if r.image_id != items[2]['img_id']:
+            assert got[r.image_id] == r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('sig', [signal.SIGKILL, signal.SIGTERM], ids=['SIGKILL', 'SIGTERM'])
+def test_cli_killed_run_keeps_its_images_and_resumes_to_the_same_bytes(cli_setup, reference, tmp_path, sig):
+    """Kill the tester once the log says two images are written: the .partial holds them (or one more,
+    in flight); the rerun predicts only the rest and ends with the bytes of an uninterrupted run."""
     d, folder, ann, ckpts, items = cli_setup
     common = model_args(ckpts) + ['--images-dir', folder, '--ann-file', ann]
-    whole, cut = str(d / 'whole.jsonl'), str(d / 'cut.jsonl')
-    # The uninterrupted reference, in this process (same code as the CLI below, one start-up less).
-    assert ensemble_test([TINY, TINY], ckpts, ann, folder, whole, scales=[SMALL], score_thr=0,
-                         max_per_img=3, progress=False) == 'finished'
-
-    proc = subprocess.Popen(cli(*common, '--out', cut), cwd=REPO, env=subprocess_env(),
-                            stderr=subprocess.PIPE)
+    cut = str(tmp_path / 'cut.jsonl.gz')
+    proc = subprocess.Popen(cli(*common, '--out', cut), cwd=REPO, env=subprocess_env(PYTHONWARNINGS='ignore'),
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     seen = b''
-    while b' 1/4 ' not in seen:                 # tqdm reports the first of four images written
+    while b'cut.jsonl.gz: 2/4 images written' not in seen:
         chunk = proc.stderr.read1(256)
         assert chunk, seen.decode(errors='replace')[-2000:]
         seen += chunk
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert not os.path.exists(cut) and os.path.exists(cut + '.partial')
+    assert proc.returncode == (-sig if sig == signal.SIGKILL else 128 + sig)
+    assert not os.path.exists(cut)
+    kept = records_in(cut + '.partial')
+    assert kept in (2, 3)
 
-    again = subprocess.run(cli(*common, '--out', cut), cwd=REPO, env=subprocess_env(), capture_output=True,
-                           text=True)
-    assert again.returncode == 0, again.stderr
-    with open(whole, 'rb') as a, open(cut, 'rb') as b:
+    again = run_tool(*common, '--out', cut)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip().splitlines()[-1] == (f'{cut}: resumed: {4 - kept} images predicted, '
+                                                     f'{kept} already done')
+    assert again.stderr.count('images written') == 4 - kept     # one log line per image predicted
+    with open(reference, 'rb') as a, open(cut, 'rb') as b:
         assert a.read() == b.read()
-    missing = subprocess.run(cli('--configs', TINY, '--checkpoints', str(d / 'gone.pth'),
-                                 '--images-dir', folder, '--ann-file', ann, '--out', str(d / 'x.jsonl')),
-                             cwd=REPO, env=subprocess_env(), capture_output=True, text=True)
-    assert missing.returncode == 1
-    assert missing.stderr.strip().splitlines()[-1] == f'error: {d / "gone.pth"}: checkpoint not found'
+    assert sorted(os.listdir(tmp_path)) == ['cut.jsonl.gz']
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
 """EnsembleTTA on slim random-weight detectors: one view is the model itself; mirrors, self-ensembles and
 every model x view behave as the averaging promises."""
+import re
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from _ensemble_helpers import TINY_SCALE, one_thread, shapes_image, spread_heads, tiny_detector
+from _ensemble_helpers import TINY_SCALE, damage, one_thread, shapes_image, spread_heads, tiny_detector
 from mmdet_ext.ensemble import EnsembleTTA, merge_proposals
 
 SMALL = (160, 128)   # views other than the config's own: small, to keep CPU time down
@@ -136,3 +138,28 @@ def test_views_map_boxes_both_ways(images):
     expected = torch.tensor([[w - 50 * sx, 20 * sy, w - 10 * sx, 70 * sy]])
     assert torch.allclose(views[1].to_view(box), expected, atol=1e-4)
     assert np.allclose(views[0].metainfo['ori_shape'], cv2.imread(images[0]).shape[:2])
+
+
+@pytest.mark.parametrize('kind', ['truncated', 'garbage header', 'garbage data', 'text', 'empty', 'missing'])
+def test_view_maker_names_an_unreadable_image(images, tmp_path, kind):
+    """Every way an image file can be unusable is one UnreadableImage naming it; OpenCV would decode the
+    truncated one and the one with a stray marker (garbled pixels, a warning on stderr)."""
+    from mmdet_ext.ensemble import ViewMaker, view_specs
+    from mmdet_ext.ensemble.views import UnreadableImage
+    from mmdet_ext.launch import load_config
+    maker = ViewMaker(load_config('configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py'),
+                      view_specs([TINY_SCALE], flip=False))
+    assert maker(images[0])[0].metainfo['ori_shape'] == cv2.imread(images[0]).shape[:2]
+    path = str(tmp_path / 'x.jpg')
+    if kind in ('truncated', 'garbage header', 'garbage data'):
+        cv2.imwrite(path, cv2.imread(images[0]))           # a JPEG of the same picture
+        damage(path, kind)
+        if kind != 'garbage header':
+            assert cv2.imread(path) is not None
+    elif kind == 'text':
+        open(path, 'w').write('not an image\n')
+    elif kind == 'empty':
+        open(path, 'wb').close()
+    reason = 'image not found' if kind == 'missing' else r'(not a readable image|image does not decode) \('
+    with pytest.raises(UnreadableImage, match=re.escape(path) + ': ' + reason):
+        maker(path)

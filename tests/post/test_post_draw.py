@@ -51,5 +51,5 @@ def test_unknown_label_is_a_one_line_error(synthetic_data, tmp_path):
                     str(synthetic_data / 'annotations/leaf-val.pkl'), '--img-root', str(synthetic_data),
                     '--out', str(tmp_path / 'p'), '--all-classes'], check=False)
     assert proc.returncode == 1
-    assert proc.stderr.strip() == f'error: image {item["img_id"]}: unknown label /m/nope'
+    assert proc.stderr.strip() == f'error: {sub}:2: image {item["img_id"]}: detection 1: unknown label /m/nope'
     assert load_default().name('/m/01yrx') == 'Cat'

@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from _post_reference import (BEAR, CARNIVORE, REPTILE, SOME_LEAVES, SOME_PARENTS, TEDDY, TOY, TURTLE,
                              image_detections, read_csv, run_cli, same_dets, slow_expand, write_csv)
+from util.common.submission import SHORTEST, format_prediction_string, parse_prediction_string
 from util.post.expand import Expander, expand_submission
 from util.common.hierarchy import load_default
 
@@ -63,3 +64,30 @@ def test_scores_are_written_back_as_read(tmp_path):
     expand_submission(str(tmp_path / 'in.csv'), str(tmp_path / 'out.csv'), Expander(HIERARCHY))
     assert read_csv(str(tmp_path / 'out.csv'))[0][3].split()[1::3] == \
         ['0.12345678', '0.12345678', '1', '1', '1e-05', '1e-05']
+
+
+@settings(max_examples=25, deadline=None)
+@given(images=st.lists(image_detections(SOME_LEAVES + SOME_PARENTS, max_dets=6), max_size=4),
+       parents_only=st.booleans(), score_thr=st.sampled_from([None, 0.5]))
+def test_text_copies_are_the_parsed_triples_rewritten(tmp_path_factory, images, parents_only, score_thr):
+    """The file step copies confidence and mask texts; the bytes are those of parsing every triple,
+    expanding it and writing it back (what the step did before)."""
+    d = tmp_path_factory.mktemp('exp')
+    write_csv(str(d / 'in.csv'), [(f'i{k}', w, h, dets) for k, (h, w, dets) in enumerate(images)])
+    expander = Expander(HIERARCHY, parents_only, score_thr)
+    expand_submission(str(d / 'in.csv'), str(d / 'out.csv'), expander)
+    want = ['ImageID,ImageWidth,ImageHeight,PredictionString']
+    for row in read_csv(str(d / 'in.csv')):
+        dets = expander.expand(parse_prediction_string(row[3]))
+        want.append(','.join(row[:3] + [format_prediction_string(dets, SHORTEST)]))
+    assert (d / 'out.csv').read_text() == '\n'.join(want) + '\n'
+
+
+def test_bad_confidence_is_refused_naming_line_and_detection(tmp_path):
+    (tmp_path / 'in.csv').write_text('ImageID,ImageWidth,ImageHeight,PredictionString\na,2,2,\n'
+                                     f'b,2,2,{BEAR} 0.5 eJwzBAAAMgAy {BEAR} inf eJwzBAAAMgAy\n')
+    p = run_cli('-m', 'util.post.expand', str(tmp_path / 'in.csv'), '-o', str(tmp_path / 'out.csv'),
+                '--no-progress')
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1
+    assert "in.csv:3: image b: detection 2: confidence 'inf'" in p.stderr
+    assert not os.path.exists(tmp_path / 'out.csv')

@@ -1,10 +1,14 @@
 """Mask NMS (and voting) on RLEs against greedy NMS on dense masks; lock-step reading; the CLI."""
+import base64
 import os
+import zlib
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from _post_reference import (encode, image_detections, read_csv, run_cli, same_dets, slow_nms, write_csv)
+from util.common.errors import DataError
 from util.post.mask_nms import mask_nms_submissions, nms_detections
 
 LABELS = ['/m/a', '/m/b']
@@ -80,9 +84,24 @@ def test_cli_and_inputs_out_of_step(tmp_path):
     write_csv(str(tmp_path / 'd.csv'), [('x', 2, 2, [('/m/a', 0.5, 'not-base64!')]), ('y', 2, 2, [])])
     p = run_cli('-m', 'util.post.mask_nms', str(tmp_path / 'a.csv'), str(tmp_path / 'd.csv'), '-o',
                 str(tmp_path / 'bad.csv'))
-    assert p.returncode != 0 and 'd.csv:2: image x: detection 1: mask is not' in p.stderr
+    assert p.returncode != 0 and 'd.csv:2: image x: detection 1: EncodedMask is not base64' in p.stderr
     write_csv(str(tmp_path / 'e.csv'), [('x', 2, 2, [])])
     p = run_cli('-m', 'util.post.mask_nms', str(tmp_path / 'a.csv'), str(tmp_path / 'e.csv'), '-o',
                 str(tmp_path / 'bad.csv'))
     assert p.returncode != 0 and 'e.csv: ends before image y' in p.stderr
     assert not os.path.exists(tmp_path / 'bad.csv')
+
+
+def test_corrupt_masks_stop_nms_and_voting_instead_of_being_laundered():
+    """Runs that do not add up to H x W: pycocotools' iou would never return, voting would write an empty
+    mask that passes validation. Every mask is checked first, also a label's only one."""
+    h, w = 4, 4
+    a = np.zeros((h, w), np.uint8)
+    a[:2, :2] = 1
+    good = encode(a)
+    short = base64.b64encode(zlib.compress(b'0310', 9)).decode()      # runs 0, 3, 1, 3: 7 of 16 pixels
+    for dets in ([('/m/a', 0.9, good), ('/m/a', 0.8, short), ('/m/a', 0.7, good)],
+                 [('/m/a', 0.9, good), ('/m/b', 0.8, short)]):
+        for vote in (False, True):
+            with pytest.raises(DataError, match=r'^s\.csv:2: image i: detection 2: mask is not 4x4'):
+                nms_detections(dets, h, w, 0.5, vote, 's.csv:2: image i')

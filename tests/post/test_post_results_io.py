@@ -1,6 +1,7 @@
 """Results files: round trip, deterministic bytes, crash and resume, bad input; mask_codec.run_totals."""
 import gzip
 import os
+import re
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from _post_reference import image_detections, rle, run_cli
 from util.common.mask_codec import run_totals
-from util.post.results_io import ResultsError, ResultsWriter, iter_results, read_classes
+from util.post.results_io import ResultsError, ResultsWriter, gzip_damage, iter_results, read_classes
 
 CLASSES = ['/m/a', '/m/b', '/m/c']
 
@@ -43,14 +44,22 @@ def test_round_trip_and_deterministic_bytes(tmp_path_factory, suffix, recs):
     assert [tuple(r) for r in iter_results(a)] == [tuple(r) for r in recs]
 
 
-@pytest.mark.parametrize('suffix', ['.jsonl', '.jsonl.gz'])
-@pytest.mark.parametrize('cut', [0, 1, 7, 40, -1])
-def test_crash_then_resume_gives_the_same_bytes(tmp_path, suffix, cut):
+def six_records():
     rng = np.random.default_rng(0)
     recs = []
     for k in range(6):
         masks = [(rng.random((5, 4)) < 0.5).astype(np.uint8) for _ in range(3)]
         recs.append((f'im{k}', 4, 5, [0, 2, 1], [0.5, 0.25, 1.0], [rle(m) for m in masks]))
+    return recs
+
+
+@pytest.mark.parametrize('suffix,partial_kind', [('.jsonl', 'plain'), ('.jsonl.gz', 'plain'),
+                                                 ('.jsonl.gz', 'gzip')])
+@pytest.mark.parametrize('cut', [0, 1, 7, 40, -1])
+def test_crash_then_resume_gives_the_same_bytes(tmp_path, suffix, partial_kind, cut):
+    """A partial file torn anywhere resumes to the bytes of an uninterrupted run; 'gzip' is the partial
+    of an older writer (one gzip stream, cut short as after a kill)."""
+    recs = six_records()
     ref = str(tmp_path / f'ref{suffix}')
     write_all(ref, recs)
     path = str(tmp_path / f'run{suffix}')
@@ -61,21 +70,60 @@ def test_crash_then_resume_gives_the_same_bytes(tmp_path, suffix, cut):
             raise RuntimeError('crash')
     assert not os.path.exists(path) and os.path.exists(path + '.partial')
     data = open(path + '.partial', 'rb').read()
-    if suffix == '.jsonl':                       # tear the last line (or more)
+    assert data.count(b'\n') == 5                 # the partial file is plain lines: header + 4 images
+    if partial_kind == 'plain':                  # tear the last line (or more)
         data = data[:len(data) - cut] if cut >= 0 else data[:len(data) // 2]
-    else:                                        # a gzip stream cut short, as after a kill
+    else:
+        data = gzip.compress(data, mtime=0)
         data = data[:len(data) - 8 - cut] if cut >= 0 else data[:len(data) // 2]
     open(path + '.partial', 'wb').write(data)
     with ResultsWriter(path, CLASSES, resume=True) as w:
         done = set(w.done_ids)
         assert done <= {r[0] for r in recs[:4]}
+        if partial_kind == 'plain' and cut == 0:
+            assert done == {r[0] for r in recs[:4]}
         for r in recs:
             if r[0] not in done:
                 w.write(*r)
     assert open(path, 'rb').read() == open(ref, 'rb').read()
+    assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(ref), os.path.basename(path)])
     # Resuming a finished file adds nothing and changes nothing.
     with ResultsWriter(path, CLASSES, resume=True) as w:
         assert w.done_ids == {r[0] for r in recs}
+    assert open(path, 'rb').read() == open(ref, 'rb').read()
+
+
+KILLED_WRITER = """
+import os, signal, sys, json
+from util.post.results_io import ResultsWriter
+recs = json.loads(sys.argv[2])
+w = ResultsWriter(sys.argv[1], {classes!r})
+for r in recs[:int(sys.argv[3])]:
+    w.write(*r)
+os.kill(os.getpid(), signal.SIGKILL)          # no close, no unwinding, no buffers flushed at exit
+"""
+
+
+@pytest.mark.parametrize('suffix', ['.jsonl', '.jsonl.gz'])
+@pytest.mark.parametrize('k', [0, 3])
+def test_sigkill_keeps_every_written_image(tmp_path, suffix, k):
+    import json
+    import signal
+    import subprocess
+    import sys
+    from conftest import REPO
+    recs = [list(r) for r in six_records()]
+    ref = str(tmp_path / f'ref{suffix}')
+    write_all(ref, recs)
+    path = str(tmp_path / f'run{suffix}')
+    proc = subprocess.run([sys.executable, '-c', KILLED_WRITER.format(classes=CLASSES), path,
+                           json.dumps(recs), str(k)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not os.path.exists(path)
+    with ResultsWriter(path, CLASSES, resume=True) as w:
+        assert w.done_ids == {r[0] for r in recs[:k]}
+        for r in recs[k:]:
+            w.write(*r)
     assert open(path, 'rb').read() == open(ref, 'rb').read()
 
 
@@ -124,6 +172,40 @@ def test_reader_names_file_and_line(tmp_path):
     open(path + '.partial', 'w').write(''.join(lines[:2] + ['garbage\n'] + lines[3:]))
     with pytest.raises(ResultsError, match=r':3: corrupt line in the middle'):
         ResultsWriter(path, CLASSES, resume=True)
+
+
+@pytest.mark.parametrize('where', ['magic', 'method', 'flags', 'deflate start', 'deflate middle',
+                                   'crc', 'length'])
+def test_flipped_byte_in_gzip_is_named_with_its_offset(tmp_path, where):
+    path = str(tmp_path / 'r.jsonl.gz')
+    write_all(path, six_records() + [(f'x{k}', 4, 5, [1], [0.5], [rle(np.eye(5, 4))]) for k in range(40)])
+    data = bytearray(open(path, 'rb').read())
+    pos = {'magic': 0, 'method': 2, 'flags': 3, 'deflate start': 10, 'deflate middle': len(data) // 2,
+           'crc': len(data) - 6, 'length': len(data) - 2}[where]
+    data[pos] ^= 0x04
+    open(path, 'wb').write(data)
+    with pytest.raises(ResultsError) as e:
+        read_classes(path)
+        list(iter_results(path))
+    m = re.fullmatch(rf'{re.escape(path)}: (?:corrupt|truncated) gzip at byte (\d+) of {len(data)} \(.+\); '
+                     'the file is damaged: write it again', str(e.value))
+    assert m, str(e.value)
+    at = int(m.group(1))
+    assert (at >= pos if where != 'magic' else at <= 1) and at <= len(data)
+    assert gzip_damage(path)[0] == at
+    p = run_cli('-m', 'util.post.results_io', '--no-progress', path)
+    assert p.returncode == 1 and p.stderr.strip() == f'error: {e.value}'
+
+
+def test_gzip_damage_of_sound_and_truncated_files(tmp_path):
+    path = str(tmp_path / 'r.jsonl.gz')
+    write_all(path, six_records())
+    assert gzip_damage(path) is None
+    data = open(path, 'rb').read()
+    open(path, 'wb').write(data[:len(data) // 2])
+    assert gzip_damage(path) == (len(data) // 2, 'truncated: the file ends inside the compressed stream')
+    with pytest.raises(ResultsError, match=rf'truncated gzip at byte {len(data) // 2} of {len(data) // 2}'):
+        list(iter_results(path))
 
 
 def test_results_cli_summary_and_error(tmp_path):
@@ -181,3 +263,22 @@ def test_run_totals_of_real_masks():
     counts = [rle(m)['counts'].encode() for m in ms]
     assert list(run_totals(counts)) == [m.size for m in ms]
     assert list(run_totals(counts)) == [slow_totals(c) for c in counts]
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('labels', 5, 'labels, scores and counts must be lists'),
+    ('labels', {'0': 1}, 'labels, scores and counts must be lists'),
+    ('labels', [True], 'label index outside 0..2'),
+    ('scores', [True], 'a score is not a finite number'),
+    ('counts', [[0, 4]], "a mask's counts is not a string"),
+    ('width', 0, 'size 0x2, expected positive integers'),
+])
+def test_reader_rejects_records_of_the_wrong_types(tmp_path, field, value, message):
+    import json
+    path = str(tmp_path / 'r.jsonl')
+    write_all(path, [('a', 2, 2, [0], [0.5], [rle(np.eye(2))])])
+    header, line = open(path).read().splitlines()
+    record = dict(json.loads(line), **{field: value})
+    open(path, 'w').write(f'{header}\n{json.dumps(record)}\n')
+    with pytest.raises(ResultsError, match=re.escape(f'{path}:2: image a: {message}')):
+        list(iter_results(path))

@@ -55,10 +55,10 @@ def test_every_fault_is_listed(tmp_path):
                  f"{s}:4: image b: detection 1: confidence '1.5' is not a number in [0, 1]",
                  f"{s}:4: image b: detection 2: label '/m/nope' is not in the class list",
                  f"{s}:5: image c: detection 1: confidence 'nan'",
-                 f'{s}:5: image c: detection 1: mask covers',
+                 f'{s}:5: image c: detection 1: mask is not 3x4 (its runs cover',
                  f'{s}:6: image d: PredictionString has 2 fields',
                  f'{s}:7: image e: size 4x3, the image is 5x3',
-                 f'{s}:7: image e: detection 1: mask is not base64',
+                 f'{s}:7: image e: detection 1: EncodedMask is not base64',
                  f'{s}:8: image x: not a test image',
                  f'{s}:9: image y: width/height',
                  f'{s}:10: 3 columns',
@@ -83,3 +83,28 @@ def test_more_than_255_masks_in_an_image(tmp_path):
     write_csv(str(tmp_path / 's.csv'), [('a', 4, 3, dets)])
     rep = validate_submission(str(tmp_path / 's.csv'))
     assert rep.ok and rep.detections == 300 and rep.empty_masks == 150
+
+
+def test_quotes_lines_and_a_missing_last_newline(tmp_path):
+    s = tmp_path / 's.csv'
+    s.write_text(','.join(HEADER) + f'\na,4,3,/m/0kmg4 0.5 {GOOD}\n"b,4,3,\nc,4,3,\nd,4,3,"')
+    rep = validate_submission(str(s))
+    assert rep.problems == [f'{s}:3: a double quote at column 1: the submission format has no quoting',
+                            f'{s}:5: a double quote at column 7: the submission format has no quoting']
+    assert rep.images == 2 and rep.warnings == [f'{s}: the last line has no newline: was the file cut short?']
+    s.write_text(','.join(HEADER) + f'\na,4,3,/m/0kmg4 0.5 {GOOD}')          # cut at a row boundary
+    rep = validate_submission(str(s))
+    assert rep.ok and len(rep.warnings) == 1
+    p = run_cli('-m', 'util.post.validate', str(s))
+    assert p.returncode == 0 and 'warning:' in p.stderr and 'no newline' in p.stderr
+
+
+def test_scores_and_masks_are_read_as_every_other_step_reads_them(tmp_path):
+    """One decoder: what validate accepts is what mask NMS and the metric accept (no lenient base64)."""
+    broken = GOOD[:3] + '!' + GOOD[3:]
+    write_csv(str(tmp_path / 's.csv'), [('a', 4, 3, [('/m/0kmg4', 0.5, broken)]),
+                                        ('b', 4, 3, [('/m/0kmg4', 0.5, GOOD)])])
+    rep = validate_submission(str(tmp_path / 's.csv'))
+    assert rep.n_problems == 1 and 's.csv:2: image a: detection 1: EncodedMask is not base64' in rep.problems[0]
+    p = run_cli('-m', 'util.post.mask_nms', str(tmp_path / 's.csv'), '-o', str(tmp_path / 'o.csv'))
+    assert p.returncode == 1 and p.stderr.strip().endswith(rep.problems[0].split('s.csv:')[1])

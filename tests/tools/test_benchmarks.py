@@ -19,14 +19,19 @@ def last_line_values(proc, keys):
 
 
 def test_postprocess_benchmark(tmp_path):
-    proc = run_cli([BENCH + 'benchmark_postprocess.py', '--images', '24', '--dets', '20', '--workers', '2',
-                    '--width', '320', '--height', '240', '--objects', '40', '--dense-images', '2',
+    proc = run_cli([BENCH + 'benchmark_postprocess.py', '--images', '24', '--shards', '3', '--dets', '20',
+                    '--jobs', '2', '--width', '320', '--height', '240', '--objects', '40', '--dense-images', '2',
                     '--workdir', str(tmp_path)])
-    values = last_line_values(proc, ['chain_images_per_s', 'peak_rss_mb'])
-    assert values['chain_images_per_s'] > 0 and values['peak_rss_mb'] > 0
-    assert proc.stdout.count('peak RSS') == 3        # two workers, then the dense baseline
-    # Both workers' parts went through the whole chain, into valid submissions.
-    assert (tmp_path / 'part0.combined.csv').is_file() and (tmp_path / 'part1.combined.csv').is_file()
+    values = last_line_values(proc, ['chain_images_per_s', 'peak_rss_mb', 'speedup_vs_per_process'])
+    assert values['chain_images_per_s'] > 0 and values['peak_rss_mb'] > 0 and values['speedup_vs_per_process'] > 0
+    # The pipeline (in process and with 2 workers) and the per-process chain wrote the same submission,
+    # with a line per step.
+    assert 'are byte-identical' in proc.stdout
+    for step in ('results->csv', 'expand', 'mask nms', 'combine', 'validate', 'merge', 'chain'):
+        assert re.search(rf'^ *{re.escape(step)}: pipeline .* img/s \| per process .* img/s \| .*x$', proc.stdout,
+                         re.M), step
+    rows = (tmp_path / 'parallel.csv').read_text().splitlines()
+    assert len(rows) == 25 and (tmp_path / 'parallel' / 'valid' / 'shard02.txt').is_file()
 
 
 def test_eval_benchmark(tmp_path):

@@ -29,6 +29,8 @@ sys.path.insert(0, ROOT)
 from util.common.atomic import AtomicWriter  # noqa: E402
 from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, Hierarchy  # noqa: E402
 from util.common.mask_codec import rle_to_encoded  # noqa: E402
+from util.common.oid_files import (BBOX_COLUMNS, LABELS_COLUMNS, MASKS_COLUMNS, mask_png_name,  # noqa: E402
+                                   masks_subdir)
 from util.common.submission import SubmissionWriter  # noqa: E402
 
 LONG_SIDE = 1024
@@ -65,7 +67,7 @@ def make_image(args):
         w, h = h, w
     mids = list(rng.choice(leaves, size=3, replace=False))
     boxes, masks_rows, dets = [], [], []
-    mask_dir = os.path.join(out, 'masks', f'validation-masks-{image_id[0]}')
+    mask_dir = os.path.join(out, 'masks', masks_subdir('validation', image_id))
     objects = []
     for k in range(GT_MASKS + BOX_ONLY):
         mid = mids[k % len(mids)]
@@ -81,7 +83,7 @@ def make_image(args):
             png = np.zeros((ph, pw), np.uint8)
             cv2.ellipse(png, (int(cx * scale), int(cy * scale)), (max(1, int(a * scale)), max(1, int(b * scale))),
                         0, 0, 360, 255, -1)
-            name = f'{image_id}_{mid.replace("/", "")}_{k:08x}.png'
+            name = mask_png_name(image_id, mid, f'{k:08x}')
             cv2.imwrite(os.path.join(mask_dir, name), png)
             masks_rows.append([name, image_id, mid, f'{k:08x}', *[f'{v:.6f}' for v in box], '0.8', ''])
     for d in range(DETECTIONS):
@@ -103,15 +105,14 @@ def generate(out: str, images: int, workers: int, seed: int = 0) -> None:
     hierarchy = Hierarchy.from_json(DEFAULT_HIERARCHY)
     leaves = hierarchy.leaves
     for c in '0123456789abcdef':
-        os.makedirs(os.path.join(out, 'masks', f'validation-masks-{c}'), exist_ok=True)
+        os.makedirs(os.path.join(out, 'masks', masks_subdir('validation', c)), exist_ok=True)
     with mp.get_context('fork').Pool(workers) as pool, \
             AtomicWriter(os.path.join(out, 'bbox.csv')) as fb, AtomicWriter(os.path.join(out, 'masks.csv')) as fm, \
             AtomicWriter(os.path.join(out, 'labels.csv')) as fl, SubmissionWriter(os.path.join(out, 'sub.csv')) as sub:
         wb, wm, wl = (csv.writer(f, lineterminator='\n') for f in (fb, fm, fl))
-        wb.writerow(['ImageID', 'LabelName', 'XMin', 'XMax', 'YMin', 'YMax', 'IsGroupOf'])
-        wm.writerow(['MaskPath', 'ImageID', 'LabelName', 'BoxID', 'BoxXMin', 'BoxXMax', 'BoxYMin', 'BoxYMax',
-                     'PredictedIoU', 'Clicks'])
-        wl.writerow(['ImageID', 'LabelName', 'Confidence'])
+        wb.writerow(BBOX_COLUMNS)
+        wm.writerow(MASKS_COLUMNS)
+        wl.writerow(LABELS_COLUMNS)
         tasks = ((i, out, leaves, seed) for i in range(images))
         for image_id, w, h, boxes, masks_rows, labels, dets in pool.imap(make_image, tasks, chunksize=16):
             wb.writerows(boxes)

@@ -47,7 +47,7 @@ def make_dataset(root: str, images: int) -> None:
 
 
 def build_dataloader(root: str, workers: int):
-    cfg = load_config(CONFIG, {'train_dataloader.dataset.data_root': root + '/',
+    cfg = load_config(CONFIG, {'data_root': root + '/',
                                'train_dataloader.num_workers': workers,
                                'train_dataloader.persistent_workers': workers > 0})
     with DefaultScope.overwrite_default_scope('mmdet'):

@@ -13,8 +13,10 @@ challenge's instructions describe, from the raw files that ``util.metric.evaluat
 
 Then ``oid_challenge_evaluation`` scores each submission, ``util.metric.evaluate`` scores it from the raw files, and
 the two mAPs and every per-class AP are compared. ``--random-submissions N`` adds adversarial submissions
-built from the ground truth; ``--score-levels K`` gives them tied scores, where ``--ties official`` is needed
-for an exact match. The last line reads
+built from the ground truth; ``--extra-images K`` adds rows for images outside the ground truth (both
+scorers ignore them); ``--score-levels K`` gives them tied scores, which the default tie order
+(``--ties official``, as ``util.metric.evaluate``'s) matches exactly; ``--ties fp-first`` shows how far
+the FP-first order lies from it. The last line reads
 ``max_map_diff=... max_class_ap_diff=... submissions=... speedup_vs_official=...``.
 
 Making the official interpreter (about 1.7 GB; the 2020 packaging of the scorer needs these shims, applied by
@@ -30,14 +32,12 @@ this script: numpy/pandas aliases removed since, and pure-Python protobuf for it
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 
 import numpy as np
 
@@ -46,9 +46,11 @@ sys.path.insert(0, ROOT)
 
 from util.metric.evaluate import evaluate_files  # noqa: E402
 from util.common.hierarchy import Hierarchy  # noqa: E402
-from util.common.image_io import image_size, read_mask  # noqa: E402
+from util.common.image_io import find_image, image_size, read_mask  # noqa: E402
 from util.common.mask_codec import decode_mask, encode_mask, resize_nearest  # noqa: E402
 from util.metric.groundtruth import MaskFinder  # noqa: E402
+from util.common.oid_files import (SEGMENTATION_COLUMNS, bbox_csv_name, labels_csv_name,  # noqa: E402
+                                   masks_csv_name)
 from util.metric.rules import TIES  # noqa: E402
 from util.common.submission import SHORTEST, SubmissionWriter, iter_submission  # noqa: E402
 
@@ -99,7 +101,7 @@ def segmentation_rows(data_dir: str, masks_csv: str, bbox_csv: str, images_dir: 
             unmatched += 1
             continue
         if r['ImageID'] not in sizes:
-            sizes[r['ImageID']] = image_size(os.path.join(images_dir, r['ImageID'] + '.jpg'))
+            sizes[r['ImageID']] = image_size(find_image(images_dir, r['ImageID'], masks_csv))
         width, height = sizes[r['ImageID']]
         mask = resize_nearest(read_mask(finder(r['MaskPath'], masks_csv)), height, width)
         yield [r['ImageID'], r['LabelName'], width, height, *box, group_of[key], encode_mask(mask)]
@@ -115,11 +117,13 @@ def prediction_rows(submission: str):
 
 
 def random_submission(path: str, segm_csv: str, bbox_csv: str, images_dir: str, mids: list[str],
-                      hierarchy: Hierarchy, rng: np.random.Generator, score_levels: int = 0) -> None:
+                      hierarchy: Hierarchy, rng: np.random.Generator, score_levels: int = 0,
+                      extra_images: int = 0) -> None:
     """A submission that visits the metric's corners: detections near GT masks (shifted, so IoUs spread
     around 0.5) under their own label, an ancestor's or a wrong one; duplicates; rectangles on box-only and
     group-of boxes; empty masks; labels the image has no verdict on. Scores are distinct, or with
-    ``score_levels`` K drawn from K values (ties)."""
+    ``score_levels`` K drawn from K values (ties). ``extra_images`` rows for images the ground truth does
+    not have (no image file either) are added: both scorers must ignore them."""
     gt = {}
     for r in read_csv(segm_csv):
         gt.setdefault(r['ImageID'], []).append(r)
@@ -129,7 +133,7 @@ def random_submission(path: str, segm_csv: str, bbox_csv: str, images_dir: str, 
     image_ids = sorted(set(gt) | set(boxes))
     with SubmissionWriter(path, SHORTEST) as out:
         for image_id in image_ids:
-            width, height = image_size(os.path.join(images_dir, image_id + '.jpg'))
+            width, height = image_size(find_image(images_dir, image_id, bbox_csv))
             dets = []
 
             def add(label, mask):
@@ -160,6 +164,12 @@ def random_submission(path: str, segm_csv: str, bbox_csv: str, images_dir: str, 
             if rng.random() < 0.2:
                 add(mids[rng.integers(len(mids))], np.zeros((height, width), np.uint8))   # empty mask
             out.write(image_id, width, height, dets)
+        for k in range(extra_images):                          # images outside the GT, without files
+            height, width = (int(v) for v in rng.integers(16, 64, 2))
+            mask = np.zeros((height, width), np.uint8)
+            mask[:height // 2, :width // 2] = 1
+            label = mids[rng.integers(len(mids))]
+            out.write(f'{0xfeed0000 + k:016x}', width, height, [(label, 0.5, encode_mask(mask))])
 
 
 def labelmap(classes_csv: str, path: str) -> list[str]:
@@ -199,8 +209,11 @@ def main(argv=None) -> None:
                    help='also this many random submissions built from the ground truth (seeded)')
     p.add_argument('--score-levels', type=int, default=0,
                    help='random submissions draw scores from this many values (ties); default: distinct scores')
-    p.add_argument('--ties', choices=TIES, default='pessimistic',
-                   help="util.metric.evaluate's order of tied scores (official: the scorer's own numpy argsort order)")
+    p.add_argument('--extra-images', type=int, default=0,
+                   help='random submissions also hold rows for this many images outside the ground truth')
+    p.add_argument('--ties', choices=TIES, default=TIES[0],
+                   help="util.metric.evaluate's order of tied scores (default official: the scorer's own numpy "
+                        'argsort order; fp-first: false positives first)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--split', default='validation')
     p.add_argument('--hierarchy', default=os.path.join(ROOT, 'data/challenge-2019-label300-segmentable-hierarchy.json'))
@@ -209,9 +222,9 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
 
     d = a.data_dir
-    masks_csv = os.path.join(d, f'challenge-2019-{a.split}-segmentation-masks.csv')
-    bbox_csv = os.path.join(d, f'challenge-2019-{a.split}-segmentation-bbox.csv')
-    labels_csv = os.path.join(d, f'challenge-2019-{a.split}-segmentation-labels.csv')
+    masks_csv = os.path.join(d, masks_csv_name(a.split))
+    bbox_csv = os.path.join(d, bbox_csv_name(a.split))
+    labels_csv = os.path.join(d, labels_csv_name(a.split))
     images_dir = os.path.join(d, a.split)
     work = a.work_dir or tempfile.mkdtemp(prefix='official_metric_')
     os.makedirs(work, exist_ok=True)
@@ -219,8 +232,7 @@ def main(argv=None) -> None:
 
     t = time.perf_counter()
     mids = labelmap(a.classes, w('labelmap.pbtxt'))
-    write_csv(w('segm.csv'), ['ImageID', 'LabelName', 'ImageWidth', 'ImageHeight', 'XMin', 'XMax', 'YMin', 'YMax',
-                              'IsGroupOf', 'Mask'], segmentation_rows(d, masks_csv, bbox_csv, images_dir))
+    write_csv(w('segm.csv'), SEGMENTATION_COLUMNS, segmentation_rows(d, masks_csv, bbox_csv, images_dir))
     for src, dst, kind in ((bbox_csv, 'bbox-expanded.csv', 1), (w('segm.csv'), 'segm-expanded.csv', 1),
                            (labels_csv, 'labels-expanded.csv', 2)):
         run_official(a.official_python, [f'--json_hierarchy_file={a.hierarchy}', f'--input_annotations={src}',
@@ -230,7 +242,7 @@ def main(argv=None) -> None:
     for k in range(a.random_submissions):
         submissions.append(w(f'random{k}.csv'))
         random_submission(submissions[-1], w('segm.csv'), bbox_csv, images_dir, mids, hierarchy,
-                          np.random.default_rng([a.seed, k]), a.score_levels)
+                          np.random.default_rng([a.seed, k]), a.score_levels, a.extra_images)
     if not submissions:
         p.error('nothing to compare: give --submissions and/or --random-submissions')
     print(f'official inputs written and expanded in {time.perf_counter() - t:.1f} s: {work}', flush=True)

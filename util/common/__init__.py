@@ -1,6 +1,7 @@
 """What every stage shares; imports no other ``util`` package.
 
     errors       DataError: the one error type for unusable input
+    oid_files    Google's file names, CSV columns, mask folders; iter_rows: the strict ground-truth CSV reader
     atomic       AtomicWriter: temporary name, renamed into place only when complete
     cli          run(main): one-line errors and exit codes for every entry point; shared flags
     textio       opening text inputs strictly: UTF-8 (BOM accepted), gzip and binary refused by name

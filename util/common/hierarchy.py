@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .errors import DataError
+from .textio import open_text
 
 ROOT = '/m/0bl9f'
 # The challenge's class files ship in the repository's data/ folder (two levels above this package).
@@ -41,7 +42,7 @@ class Hierarchy:
 
     @classmethod
     def from_json(cls, path: str = DEFAULT_HIERARCHY, classes_csv: str | None = DEFAULT_CLASSES):
-        with open(path) as f:
+        with open_text(path) as f:
             tree = json.load(f)
         if tree.get('LabelName') != ROOT:
             raise ValueError(f'{path}: root LabelName is {tree.get("LabelName")!r}, expected {ROOT}')
@@ -155,13 +156,13 @@ class Hierarchy:
 
 def read_class_names(path: str = DEFAULT_CLASSES) -> dict[str, str]:
     """``MID,Name`` rows without a header -> {mid: name}."""
-    with open(path, newline='') as f:
+    with open_text(path) as f:
         return {row[0]: row[1] for row in csv.reader(f) if row}
 
 
 def read_mask_counts(path: str = DEFAULT_MASK_COUNTS) -> dict[str, int]:
     """``class,count`` rows (train masks per label) -> {mid: count}."""
-    with open(path, newline='') as f:
+    with open_text(path) as f:
         return {row['class']: int(row['count']) for row in csv.DictReader(f)}
 
 
@@ -174,7 +175,7 @@ def class_list(spec: str, hierarchy: Hierarchy | None = None) -> list[str]:
     lines start with a MID (a class list, the classes-description CSV); rows not starting with '/' such
     as a header are skipped."""
     if os.path.exists(spec):
-        with open(spec, newline='') as f:
+        with open_text(spec) as f:
             return [row[0].strip() for row in csv.reader(f) if row and row[0].strip().startswith('/')]
     if spec not in SUBSETS:
         raise DataError(f'{spec}: neither a file nor a class subset ({", ".join(SUBSETS)})')

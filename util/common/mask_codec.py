@@ -1,28 +1,44 @@
-"""Mask codec: the challenge's EncodedMask <-> COCO RLE <-> binary mask.
+"""Mask codec: the one owner of the challenge's EncodedMask format (and of COCO RLE <-> binary mask).
 
 The challenge encodes a binary mask of the ORIGINAL image size (H x W) as COCO compressed RLE (column-major,
 as pycocotools makes it), then zlib (level 9), then base64 (ASCII). COCO RLE is a dict
 ``{'size': [H, W], 'counts': str}``; its compressed counts are already a compact string, so converting
 between RLE and EncodedMask never touches a dense mask.
 
-    encode_binary(mask)          binary HxW array   -> RLE (counts as str)
-    decode_rle(rle)              RLE                -> binary HxW uint8 array
-    rle_to_encoded(rle)          RLE                -> EncodedMask (str)
-    encoded_to_rle(s, h, w)      EncodedMask        -> RLE
-    encode_mask(mask)            binary HxW array   -> EncodedMask
-    decode_mask(s, h, w)         EncodedMask        -> binary HxW uint8 array
-    resize_nearest(mask, h, w)   binary array       -> binary array of size h x w (nearest neighbour)
-    encoded_to_coco(s, h, w)     EncodedMask        -> RLE with bytes counts, ready for pycocotools
-    run_totals(counts_list)      compressed counts  -> pixels each RLE covers (H*W if well formed)
-    rle_areas(rles)              RLEs               -> foreground pixels of each (batched)
+Decoding is strict, because pycocotools trusts its input: on an RLE whose runs do not add up to H x W its
+``iou`` never returns and its ``decode`` returns uninitialised or missing pixels. So every EncodedMask read
+anywhere goes through ``decode_encoded``: strict base64 (no characters outside the alphabet dropped),
+complete zlib data with nothing after it, counts in pycocotools' alphabet and runs that cover exactly
+H x W pixels (``run_totals``, on the compressed counts, batched). Problems raise DataError; the batched
+form prefixes the caller's place (file:line: image: detection k).
+
+    encode_binary(mask) / encode_binary_batch(masks)   binary HxW (NxHxW) array -> RLE(s), str counts
+    decode_rle(rle)                        RLE -> binary HxW uint8 array
+    rle_to_encoded(rle)                    RLE -> EncodedMask (str); the only encoder
+    encode_mask(mask)                      binary HxW array -> EncodedMask
+    decode_encoded(s, h, w)                EncodedMask -> RLE with bytes counts (pycocotools' form), checked
+    decode_encoded_batch(ss, h, w, where)  the same for one image's masks; errors name ``where``, detection k
+    check_encoded(ss, h, w)                -> (RLEs or None, [(k, problem)]): every problem, for validators
+    check_rles(rles, h, w, where)          RLE dicts (mmdet's, results') -> bytes-counts RLEs, checked
+    encoded_to_rle(s, h, w)                EncodedMask -> RLE with str counts, checked
+    decode_mask(s, h, w)                   EncodedMask -> binary HxW uint8 array, checked
+    run_totals(counts_list)                compressed counts -> pixels each covers (-1 where malformed)
+    rle_areas(rles)                        RLEs -> foreground pixels of each (batched)
+    resize_nearest(mask, h, w)             binary array -> binary array of size h x w (nearest neighbour)
 """
 from __future__ import annotations
 
 import base64
+import binascii
 import zlib
+from typing import Callable, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from .errors import DataError
+
+Where = str | Callable[[int], str]
 
 
 def encode_binary(mask: np.ndarray) -> dict:
@@ -53,31 +69,157 @@ def decode_rle(rle: dict) -> np.ndarray:
     return mask_utils.decode(_as_coco(rle))
 
 
-def rle_area(rle: dict) -> int:
-    return int(mask_utils.area(_as_coco(rle)))
-
-
 def rle_to_encoded(rle: dict) -> str:
+    """RLE (str, bytes or list counts) -> EncodedMask: zlib level 9, then base64."""
     counts = _as_coco(rle)['counts']
     return base64.b64encode(zlib.compress(counts, 9)).decode('ascii')
-
-
-def encoded_to_rle(encoded: str, height: int, width: int) -> dict:
-    counts = zlib.decompress(base64.b64decode(encoded))
-    return {'size': [int(height), int(width)], 'counts': counts.decode('ascii')}
 
 
 def encode_mask(mask: np.ndarray) -> str:
     return rle_to_encoded(encode_binary(mask))
 
 
-def decode_mask(encoded: str, height: int, width: int) -> np.ndarray:
-    return decode_rle(encoded_to_rle(encoded, height, width))
-
-
 def to_coco(rles: list[dict]) -> list[dict]:
     """RLEs with str counts -> the bytes-counts form pycocotools' batch functions (iou, area) take."""
     return [_as_coco(r) for r in rles]
+
+
+def _unpack(encoded) -> bytes:
+    """EncodedMask -> the compressed RLE counts; a DataError says which layer is broken."""
+    if not isinstance(encoded, str):
+        raise DataError(f'EncodedMask is a {type(encoded).__name__}, not a string')
+    if not encoded:
+        raise DataError('EncodedMask is empty')
+    try:
+        packed = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise DataError('EncodedMask is not base64 (characters outside the alphabet or bad padding)') from None
+    z = zlib.decompressobj()
+    try:
+        counts = z.decompress(packed)
+    except zlib.error:
+        raise DataError('EncodedMask is not zlib data') from None
+    if not z.eof:
+        raise DataError('EncodedMask holds truncated zlib data')
+    if z.unused_data:
+        raise DataError(f'EncodedMask has {len(z.unused_data)} bytes after its zlib data')
+    return counts
+
+
+def _check_size(height, width) -> tuple[int, int]:
+    ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in (height, width))
+    if not ok:
+        raise DataError(f'image size {width}x{height} (WxH) is not two positive integers')
+    return int(height), int(width)
+
+
+def _total_problems(counts: Sequence[bytes], height: int, width: int) -> list[tuple[int, str]]:
+    """(position, problem) for each counts string whose runs do not cover exactly height x width."""
+    if not counts:
+        return []
+    totals = run_totals(counts)
+    bad = np.flatnonzero(totals != height * width)
+    return [(int(k), 'mask is not a valid COCO RLE (malformed counts)' if totals[k] < 0 else
+             f'mask is not {height}x{width} (its runs cover {totals[k]} pixels, expected {height * width})')
+            for k in bad]
+
+
+def check_encoded(encoded: Sequence[str], height: int, width: int
+                  ) -> tuple[list[dict | None], list[tuple[int, str]]]:
+    """Decode one image's EncodedMasks, collecting every problem instead of stopping at the first.
+    Returns the RLEs (bytes counts; None where broken) and ``(position, problem)`` pairs. A string that
+    occurs several times (a detection copied to its ancestors) is checked once."""
+    height, width = _check_size(height, width)
+    unique = list(dict.fromkeys(encoded))
+    found: dict[str, dict | str] = {}                 # string -> its RLE, or its problem
+    unpacked, good = [], []
+    for s in unique:
+        try:
+            unpacked.append(_unpack(s))
+            good.append(s)
+        except DataError as e:
+            found[s] = str(e)
+    bad = dict(_total_problems(unpacked, height, width))
+    for j, (s, counts) in enumerate(zip(good, unpacked)):
+        found[s] = bad[j] if j in bad else {'size': [height, width], 'counts': counts}
+    rles: list[dict | None] = []
+    problems = []
+    for k, s in enumerate(encoded):
+        v = found[s]
+        if isinstance(v, str):
+            problems.append((k, v))
+            rles.append(None)
+        else:
+            rles.append(v)
+    return rles, problems
+
+
+def _place(where: Where, k: int) -> str:
+    if callable(where):
+        return where(k)
+    return f'{where}: detection {k + 1}' if where else f'detection {k + 1}'
+
+
+def decode_encoded_batch(encoded: Sequence[str], height: int, width: int, where: Where = '') -> list[dict]:
+    """One image's EncodedMasks -> RLEs with bytes counts, all checked; the first problem raises
+    DataError prefixed with ``where`` (a str gets ': detection k' appended; a callable maps k to the
+    whole place)."""
+    try:
+        rles, problems = check_encoded(encoded, height, width)
+    except DataError as e:                  # the image size: name the place of the first mask
+        prefix = where(0) if callable(where) else where
+        raise DataError(f'{prefix}: {e}' if prefix else str(e)) from None
+    if problems:
+        k, problem = problems[0]
+        raise DataError(f'{_place(where, k)}: {problem}')
+    return rles
+
+
+def decode_encoded(encoded: str, height: int, width: int) -> dict:
+    """One EncodedMask -> RLE with bytes counts, the form pycocotools' iou/merge/area take; checked."""
+    height, width = _check_size(height, width)
+    counts = _unpack(encoded)
+    for _, problem in _total_problems([counts], height, width):
+        raise DataError(problem)
+    return {'size': [height, width], 'counts': counts}
+
+
+def check_rles(rles, height: int, width: int, where: Where = '') -> list[dict]:
+    """RLE dicts (str or bytes counts, e.g. mmdet's) -> bytes-counts RLEs of size height x width whose
+    runs cover it exactly; the first problem raises DataError naming ``where`` and the detection."""
+    height, width = _check_size(height, width)
+    out = []
+    for k, r in enumerate(rles):
+        size = [int(v) for v in r['size']]
+        if size != [height, width]:
+            raise DataError(f'{_place(where, k)}: mask is {size[0]}x{size[1]}, the image is {height}x{width}')
+        counts = r['counts']
+        if isinstance(counts, str):
+            if not counts.isascii():
+                raise DataError(f'{_place(where, k)}: RLE counts are not ASCII')
+            counts = counts.encode('ascii')
+        elif not isinstance(counts, bytes):
+            raise DataError(f'{_place(where, k)}: RLE counts must be compressed (str or bytes)')
+        out.append({'size': size, 'counts': counts})
+    problems = _total_problems([r['counts'] for r in out], height, width)
+    if problems:
+        k, problem = problems[0]
+        raise DataError(f'{_place(where, k)}: {problem}')
+    return out
+
+
+def encoded_to_rle(encoded: str, height: int, width: int) -> dict:
+    """EncodedMask -> RLE with str counts (the form of results files and mmdet), checked."""
+    rle = decode_encoded(encoded, height, width)
+    return {'size': rle['size'], 'counts': rle['counts'].decode('ascii')}
+
+
+def decode_mask(encoded: str, height: int, width: int) -> np.ndarray:
+    return mask_utils.decode(decode_encoded(encoded, height, width))
+
+
+# The name benchmark_postprocess.py imports; the same strict decoder.
+encoded_to_coco = decode_encoded
 
 
 def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -90,10 +232,6 @@ def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return mask[rows[:, None], cols[None, :]]
 
 
-def encoded_to_coco(encoded: str, height: int, width: int) -> dict:
-    """EncodedMask -> RLE with bytes counts, the form pycocotools' iou/merge/area take without copying."""
-    return {'size': [int(height), int(width)], 'counts': zlib.decompress(base64.b64decode(encoded))}
-
 
 def run_totals(counts: list[bytes]) -> np.ndarray:
     """Sum of the run lengths of each compressed RLE counts string; -1 where the string is malformed.
@@ -103,53 +241,66 @@ def run_totals(counts: list[bytes]) -> np.ndarray:
     to find out would cost H*W bytes per mask. Vectorised over the whole batch (no per-character loop):
     pycocotools' rleToString format (5 bits per character, 0x20 = more characters follow, 0x10 = sign of
     the last one; from the fourth count on, the difference to the count two places before) is undone
-    with a few passes over the counts and cumulative sums.
+    with cumulative sums: one over the characters gives the counts, one per parity chain the runs (each
+    string's chain restarted by cancelling the previous string's sum at its first count). Negative runs
+    and runs over 2**32 are malformed too: pycocotools would read them as huge unsigned runs.
     """
     n = len(counts)
     lens = np.fromiter(map(len, counts), np.int64, n)
     totals = np.zeros(n, np.int64)
     raw = np.frombuffer(b''.join(counts), np.uint8)
-    if raw.size == 0:
+    size = raw.size
+    if size == 0:
         return totals
     ends = np.cumsum(lens)
-    nonempty = lens > 0
+    nonempty = np.flatnonzero(lens)
+    begins = (ends - lens)[nonempty]
     bad = np.zeros(n, bool)
-    outside = np.flatnonzero((raw < 48) | (raw > 111))          # not in pycocotools' alphabet
-    bad[np.searchsorted(ends, outside, side='right')] = True
-    chars = raw - np.uint8(48)
-    more = (chars & 0x20) != 0
-    bad[nonempty] |= more[ends[nonempty] - 1]                   # last count left unterminated
 
-    # Counts: a count starts after a character without the continuation bit, and at every string start.
-    first = np.ones(chars.size, bool)
-    first[1:] = ~more[:-1]
-    first[(ends - lens)[nonempty]] = True
+    def mark(char_positions):
+        bad[np.searchsorted(ends, char_positions, side='right')] = True
+
+    chars = raw - np.uint8(48)                          # below '0' wraps around to > 63
+    if chars.max() > 63:
+        mark(np.flatnonzero(chars > 63))
+        chars &= np.uint8(63)
+    more = chars >= 32
+    bad[nonempty] |= more[ends[nonempty] - 1]           # last count left unterminated
+    first = np.empty(size, bool)                        # the first character of a count
+    first[0] = True
+    np.logical_not(more[:-1], out=first[1:])
+    first[begins] = True
+    idx = np.arange(size)
+    pos = idx - np.maximum.accumulate(np.where(first, idx, 0))   # place of a character in its count
+    if pos.max() > 11:                                  # more than 64 bits
+        mark(np.flatnonzero(pos > 11))
+        np.minimum(pos, 11, out=pos)
+    shift = 5 * pos
+    value = (chars & np.uint8(0x1f)).astype(np.int64) << shift
+    sign = ((chars & np.uint8(0x30)) == 0x10)           # sign bit on a count's last character
+    value -= sign.astype(np.int64) << (shift + 5)
     starts = np.flatnonzero(first)
-    length = np.diff(np.append(starts, chars.size))
-    if length.max() > 12:                                       # would not fit in 64 bits
-        bad[np.searchsorted(ends, starts[length > 12], side='right')] = True
-        length = np.minimum(length, 12)
-    x = (chars[starts] & 0x1f).astype(np.int64)
-    for j in range(1, int(length.max())):
-        longer = np.flatnonzero(length > j)
-        x[longer] |= (chars[starts[longer] + j] & 0x1f).astype(np.int64) << (5 * j)
-    negative = (chars[starts + length - 1] & 0x10) != 0
-    x[negative] -= np.int64(1) << (5 * length[negative])
-
-    # From the fourth count on, a count is stored as the difference to the count two places before: the
-    # runs are prefix sums along the odd counts and along the even counts from the third one on.
-    per_string = np.bincount(np.searchsorted(ends, starts, side='right'), minlength=n)
-    string_first = np.cumsum(per_string) - per_string           # index of each string's first count
-    m = np.arange(len(x)) - np.repeat(string_first, per_string)
-    runs = x.copy()
-    for chain in (m % 2 == 1, (m % 2 == 0) & (m >= 2)):
-        csum = np.cumsum(np.where(chain, x, 0))
-        base = np.where(string_first > 0, csum[string_first - 1], 0)
-        runs = np.where(chain, csum - np.repeat(base, per_string), runs)
-    has = per_string > 0
-    totals[has] = np.add.reduceat(runs, string_first[has])
-    invalid = (runs < 0) | (runs > 0xFFFFFFFF)                  # pycocotools stores uint32 runs
-    bad[np.repeat(np.arange(n), per_string)[invalid]] = True
+    csum = np.cumsum(value)
+    before = csum[starts - 1]
+    before[0] = 0
+    x = np.diff(before, append=csum[-1])               # the counts
+    string_start = np.zeros(size, bool)
+    string_start[begins] = True
+    at_start = string_start[starts]
+    sf = np.flatnonzero(at_start)                       # first count of each non-empty string
+    k = np.arange(len(x))
+    m = k - np.maximum.accumulate(np.where(at_start, k, 0))   # place of a count in its string
+    odd = (m & 1).astype(bool)
+    runs = x
+    for chain in (odd, ~odd & (m >= 2)):
+        y = np.where(chain, x, 0)
+        seg = np.add.reduceat(y, sf)
+        y[sf[1:]] = -seg[:-1]                           # cancel the previous string's sum (y is 0 there)
+        runs = np.where(chain, np.cumsum(y), runs)
+    totals[nonempty] = np.add.reduceat(runs, sf)
+    invalid = (runs < 0) | (runs > 0xFFFFFFFF)
+    if invalid.any():
+        mark(starts[invalid])
     totals[bad] = -1
     return totals
 

@@ -6,7 +6,10 @@ the CSV (normalised -> pixels, clipped to the image), as in the reference; ``--b
 the tight box of the resized mask instead. Labels are restricted to a class subset; for the parent
 subsets every mask is also emitted once per ancestor in the subset (Teddy bear -> Toy and Bear in
 ``parent``, plus Carnivore in ``parent25``). Rows it cannot use (unknown label, degenerate box, missing
-image or PNG, empty mask) are counted and reported; ``--strict`` makes the first one fatal (file:line).
+image or PNG, empty mask) are counted and reported; ``--strict`` makes the first one fatal (file:line)
+and decodes every image fully (a JPEG cut short keeps its header, which is all the default reads). A
+damaged CSV (not UTF-8, a truncated row, a missing column) is always fatal, named by file:line. The
+file names, columns and folders of the download are ``util.common.oid_files``'.
 
 Several CSVs may be merged (train + validation), each with its own masks and images folders; by default
 they are found beside the CSV: ``challenge-2019-{split}-segmentation-masks.csv`` -> ``{split}/`` images
@@ -25,7 +28,6 @@ import gc
 import hashlib
 import multiprocessing as mp
 import os
-import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -34,18 +36,17 @@ import cv2
 import numpy as np
 import pandas as pd
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
 from .annotations import make_metainfo, save_annotations
-from ..common.cli import run
+from ..common.cli import add_progress_flag, run
+from ..common.cli import progress as cli_progress
 from ..common.errors import DataError
 from ..common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, SUBSETS, Hierarchy
-from ..common.image_io import image_size
+from ..common.image_io import decoded_image_size, find_image, image_size, read_mask
 from ..common.mask_codec import resize_nearest
+from ..common.oid_files import MASKS_NEEDED, iter_rows, masks_subdir, split_of_masks_csv
 
-CSV_COLUMNS = ['MaskPath', 'ImageID', 'LabelName', 'BoxXMin', 'BoxXMax', 'BoxYMin', 'BoxYMax']
 PARENT_SUBSETS = ('parent', 'parent23', 'parent25')
-_SPLIT_RE = re.compile(r'challenge-\d+-(.+?)-segmentation-masks\.csv$')
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Source:
     def mask_path(self, image_id: str, name: str) -> str:
         if self.flat_masks:
             return f'{self.masks_dir}{os.sep}{name}'
-        return f'{self.masks_dir}{os.sep}{self.split}-masks-{image_id[0]}{os.sep}{name}'
+        return f'{self.masks_dir}{os.sep}{masks_subdir(self.split, image_id)}{os.sep}{name}'
 
 
 @dataclass
@@ -76,23 +77,17 @@ class Problem:
         return f'{self.csv}:{self.line}: image {self.image_id}: {self.reason}{self.detail}'
 
 
-def split_name(csv_path: str) -> str:
-    """``challenge-2019-train-segmentation-masks.csv`` -> ``train`` (else the file's stem)."""
-    m = _SPLIT_RE.search(os.path.basename(csv_path))
-    return m.group(1) if m else os.path.splitext(os.path.basename(csv_path))[0]
-
-
 def make_source(csv_path: str, masks_dir: str | None = None, images_dir: str | None = None) -> Source:
     if not os.path.isfile(csv_path):
         raise DataError(f'{csv_path}: masks CSV not found')
-    split = split_name(csv_path)
+    split = split_of_masks_csv(csv_path)
     root = os.path.dirname(os.path.abspath(csv_path))
     masks_dir = masks_dir or root
     images_dir = images_dir or os.path.join(root, split)
     for d, what in ((masks_dir, 'masks'), (images_dir, 'images')):
         if not os.path.isdir(d):
             raise DataError(f'{d}: {what} folder of {csv_path} not found')
-    nested = any(n.startswith(f'{split}-masks-') for n in os.listdir(masks_dir))
+    nested = any(n.startswith(masks_subdir(split, '')) for n in os.listdir(masks_dir))
     return Source(csv_path, masks_dir, images_dir, split, flat_masks=not nested)
 
 
@@ -109,18 +104,14 @@ def label_map(hierarchy: Hierarchy, subset: str, expand: bool) -> dict[str, tupl
 
 def read_rows(src: Source, labels: dict[str, tuple[int, ...]]):
     """Read one masks CSV -> (usable rows as a DataFrame, problems, rows outside the subset)."""
-    try:
-        df = pd.read_csv(src.csv, dtype=str, keep_default_na=False, usecols=lambda c: c in CSV_COLUMNS)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f'{src.csv}: not a readable CSV ({e})') from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f'{src.csv}: empty file') from None
-    missing = [c for c in CSV_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f'{src.csv}:1: missing column(s) {", ".join(missing)}')
-    df['line'] = np.arange(len(df), dtype=np.int64) + 2
+    lines, values = [], []
+    for line, row in iter_rows(src.csv, MASKS_NEEDED):     # strict: a damaged file is fatal here
+        lines.append(line)
+        values.append(row)
+    df = pd.DataFrame(values, columns=list(MASKS_NEEDED), dtype=str)
+    df['line'] = np.asarray(lines, dtype=np.int64)
     df['labels'] = df['LabelName'].map(labels)
-    box = df[['BoxXMin', 'BoxXMax', 'BoxYMin', 'BoxYMax']].apply(pd.to_numeric, errors='coerce')
+    box = df[['BoxXMin', 'BoxXMax', 'BoxYMin', 'BoxYMax']].apply(pd.to_numeric, errors='coerce').astype(np.float64)
     x1, x2, y1, y2 = (box[c].to_numpy(np.float64) for c in box.columns)
     unknown = df['labels'].isna().to_numpy()
     bad_box = ~(np.isfinite(box.to_numpy()).all(axis=1) & (x1 >= -1e-3) & (y1 >= -1e-3)
@@ -156,49 +147,52 @@ def make_tasks(src: Source, df: pd.DataFrame, img_root: str):
         image_id = ids[s]
         rows = [(src.mask_path(image_id, names[k]), int(lines[k]), labels[k], boxes[k])
                 for k in range(s, e)]
-        tasks.append((src.csv, image_id, os.path.join(src.images_dir, f'{image_id}.jpg'),
-                      f'{rel_prefix}{image_id}.jpg', rows))
+        tasks.append((src.csv, image_id, src.images_dir, rel_prefix, rows))
     return tasks
 
 
 def encode_resized(path: str, height: int, width: int):
-    """Mask PNG -> RLE of the mask resized (nearest) to height x width, or None if unreadable.
+    """Mask PNG -> RLE of the mask resized (nearest) to height x width (DataError if unreadable).
 
     The PNG is transposed before resizing, so the resized array is already in the column-major order
     pycocotools encodes: no full-size copy is made.
     """
-    m = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        return None
-    cv2.threshold(m, 0, 1, cv2.THRESH_BINARY, dst=m)   # any non-zero pixel is foreground
-    t = cv2.transpose(m)
+    t = cv2.transpose(read_mask(path))
     t = resize_nearest(t, width, height)   # the evaluator's resize too (util.common.mask_codec), not cv2's
     return mask_utils.encode(np.asfortranarray(t.T))   # t.T is H x W; Fortran order without a copy
 
 
 _BOX_SOURCE = 'csv'
 _MIN_BOX = 1.0
+_DECODE = False             # --strict: decode every image fully, not only its header
 
 
-def _init_worker(box_source: str, min_box: float) -> None:
-    global _BOX_SOURCE, _MIN_BOX
-    _BOX_SOURCE, _MIN_BOX = box_source, min_box
+def _init_worker(box_source: str, min_box: float, decode: bool = False) -> None:
+    global _BOX_SOURCE, _MIN_BOX, _DECODE
+    _BOX_SOURCE, _MIN_BOX, _DECODE = box_source, min_box, decode
 
 
 def convert_image(task):
     """One image's rows -> (data_list item or None, problems, masks converted)."""
-    csv_path, image_id, img, img_rel, rows = task
+    csv_path, image_id, images_dir, rel_prefix, rows = task
     try:
-        width, height = image_size(img)
+        img = find_image(images_dir, image_id)
     except DataError:
-        reason = 'missing image' if not os.path.exists(img) else 'unreadable image'
-        return None, [Problem(csv_path, line, image_id, reason, f' {img}') for _, line, _, _ in rows], 0
+        img = os.path.join(images_dir, f'{image_id}.jpg')
+        return None, [Problem(csv_path, line, image_id, 'missing image', f' {img}') for _, line, _, _ in rows], 0
+    try:
+        width, height = (decoded_image_size if _DECODE else image_size)(img)
+    except DataError as e:
+        return None, [Problem(csv_path, line, image_id, 'unreadable image', f': {e}') for _, line, _, _ in rows], 0
+    img_rel = rel_prefix + os.path.basename(img)
     problems, instances, done = [], [], 0
     for path, line, labels, (nx1, ny1, nx2, ny2) in rows:
-        rle = encode_resized(path, height, width)
-        if rle is None:
-            what = 'missing mask PNG' if not os.path.exists(path) else 'unreadable mask PNG'
-            problems.append(Problem(csv_path, line, image_id, what, f' {path}'))
+        try:
+            rle = encode_resized(path, height, width)
+        except DataError as e:
+            missing = not os.path.exists(path)
+            problems.append(Problem(csv_path, line, image_id, 'missing mask PNG' if missing else 'unreadable mask PNG',
+                                    f' {path}' if missing else f': {e}'))
             continue
         if mask_utils.area(rle) == 0:
             problems.append(Problem(csv_path, line, image_id, 'empty mask'))
@@ -231,11 +225,12 @@ def holdout_ids(image_ids, count: int, seed: int) -> set[str]:
     return {i for _, i in key[:count]}
 
 
-def convert(tasks, workers: int = 1, box_source: str = 'csv', min_box: float = 1.0, strict: bool = False,
+def convert(tasks, *, workers: int = 1, box_source: str = 'csv', min_box: float = 1.0, strict: bool = False,
             progress: bool = True):
-    """Run ``convert_image`` over the tasks (in order) -> (items, problems, masks converted)."""
+    """Run ``convert_image`` over the tasks (in order) -> (items, problems, masks converted).
+    ``strict``: the first problem is fatal, and images are decoded fully."""
     items, problems, done = [], [], 0
-    bar = tqdm(total=len(tasks), unit='img', desc='masks -> RLE', disable=not progress, file=sys.stderr)
+    bar = cli_progress(total=len(tasks), enabled=progress, unit='img', desc='masks -> RLE')
 
     def consume(results):
         nonlocal done
@@ -250,7 +245,7 @@ def convert(tasks, workers: int = 1, box_source: str = 'csv', min_box: float = 1
 
     try:
         if workers <= 1:
-            _init_worker(box_source, min_box)
+            _init_worker(box_source, min_box, strict)
             consume(map(convert_image, tasks))
         else:
             # Forked workers inherit the parent's millions of task objects; freezing them keeps the
@@ -258,7 +253,7 @@ def convert(tasks, workers: int = 1, box_source: str = 'csv', min_box: float = 1
             gc.freeze()
             try:
                 chunk = max(1, min(64, len(tasks) // (workers * 16) or 1))
-                with mp.get_context('fork').Pool(workers, _init_worker, (box_source, min_box)) as pool:
+                with mp.get_context('fork').Pool(workers, _init_worker, (box_source, min_box, strict)) as pool:
                     consume(pool.imap(convert_image, tasks, chunksize=chunk))
             finally:
                 gc.unfreeze()
@@ -281,10 +276,13 @@ def report(problems, outside: int, out=sys.stderr, shown: int = 5) -> None:
         print(f'  e.g. {p}', file=out)
 
 
-def build(sources, subset='leaf', expand=None, img_root=None, val_count=0, val_fraction=0.0,
+def build(sources, subset='leaf', *, expand=None, img_root=None, val_count=0, val_fraction=0.0,
           holdout_from=None, seed=0, workers=1, box_source='csv', min_box=1.0, strict=False,
           hierarchy=None, progress=True):
-    """Convert -> (metainfo, train items, held-out items, problems, rows outside subset, masks done)."""
+    """Convert -> (metainfo, train items, held-out items, problems, rows outside subset, masks done).
+
+    Only the sources and the subset are positional: the rest are keyword-only (there are many).
+    """
     hierarchy = hierarchy or Hierarchy.from_json(DEFAULT_HIERARCHY, DEFAULT_CLASSES)
     if expand is None:
         expand = subset in PARENT_SUBSETS
@@ -300,12 +298,13 @@ def build(sources, subset='leaf', expand=None, img_root=None, val_count=0, val_f
         problems += probs
         outside += n_out
         tasks += make_tasks(src, df, img_root)
-    pool_ids = [t[1] for t in tasks if holdout_from is None or split_name(t[0]) in holdout_from]
+    pool_ids = [t[1] for t in tasks if holdout_from is None or split_of_masks_csv(t[0]) in holdout_from]
     n_val = val_count or int(round(val_fraction * len(set(pool_ids))))
     if n_val > len(set(pool_ids)):
         raise DataError(f'asked to hold out {n_val} images but only {len(set(pool_ids))} are eligible')
     held = holdout_ids(pool_ids, n_val, seed) if n_val else set()
-    items, probs, done = convert(tasks, workers, box_source, min_box, strict, progress)
+    items, probs, done = convert(tasks, workers=workers, box_source=box_source, min_box=min_box, strict=strict,
+                                 progress=progress)
     problems += probs
     train = [it for it in items if it['img_id'] not in held]
     val = [it for it in items if it['img_id'] in held]
@@ -338,8 +337,9 @@ def parse_args(argv=None):
     p.add_argument('--box-source', choices=('csv', 'mask'), default='csv',
                    help='boxes from the CSV (default, as the reference) or the tight box of the mask')
     p.add_argument('--min-box-size', type=float, default=1.0, help='boxes thinner than this (px) are unusable')
-    p.add_argument('--strict', action='store_true', help='stop at the first unusable row (file:line)')
-    p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--strict', action='store_true',
+                   help='stop at the first unusable row (file:line); decode every image fully')
+    add_progress_flag(p)
     return p.parse_args(argv)
 
 
@@ -364,9 +364,9 @@ def main(argv=None) -> None:
         if unknown:
             raise DataError(f'--holdout-from: no masks CSV of split {", ".join(sorted(unknown))}')
     metainfo, train, val, problems, outside, done = build(
-        sources, a.subset, False if a.no_expand else None, a.img_root, a.val_count, a.val_fraction,
-        a.holdout_from, a.seed, a.workers, a.box_source, a.min_box_size, a.strict,
-        progress=not a.no_progress)
+        sources, a.subset, expand=False if a.no_expand else None, img_root=a.img_root, val_count=a.val_count,
+        val_fraction=a.val_fraction, holdout_from=a.holdout_from, seed=a.seed, workers=a.workers,
+        box_source=a.box_source, min_box=a.min_box_size, strict=a.strict, progress=a.progress)
     save_annotations(a.out, metainfo, train)
     msg = f'{a.out}: {len(train)} images, {sum(len(i["instances"]) for i in train)} instances'
     if a.val_out:

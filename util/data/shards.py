@@ -26,7 +26,8 @@ from ..common.atomic import AtomicWriter
 from ..common.cli import add_progress_flag, progress, run
 from ..common.errors import DataError
 from ..common.hierarchy import SUBSETS, load_default
-from ..common.image_io import image_size, list_image_ids
+from ..common.image_io import find_image, image_size, list_image_ids
+from ..common.oid_files import IMAGE_EXTENSIONS
 from ..common.submission import SubmissionWriter
 
 
@@ -71,10 +72,12 @@ def shard_name(i: int, n: int, ext: str = '.pkl') -> str:
     return f'shard_{i:0{width}d}_of_{n:0{width}d}{ext}'
 
 
-def make_shards(images: list[tuple[str, int, int]], num_shards: int):
-    """[(image_id, width, height)] -> list of data_lists (empty instances)."""
-    items = [{'img_id': i, 'img_path': f'{i}.jpg', 'width': int(w), 'height': int(h), 'instances': []}
-             for i, w, h in images]
+def make_shards(images: list[tuple[str, int, int]], num_shards: int, file_names: dict | None = None):
+    """[(image_id, width, height)] -> list of data_lists (empty instances). Image files are ``{id}.jpg`` (the
+    test download's) unless ``file_names`` maps an id to its file's name."""
+    names = file_names or {}
+    items = [{'img_id': i, 'img_path': names.get(i, i + IMAGE_EXTENSIONS[0]), 'width': int(w), 'height': int(h),
+              'instances': []} for i, w, h in images]
     return [items[s:e] for s, e in shard_bounds(len(items), num_shards)]
 
 
@@ -174,14 +177,16 @@ def main(argv=None) -> None:
         ids, source = df['ImageID'].tolist(), a.sample_csv
     else:
         ids, source = list_image_ids(a.images_dir), a.images_dir
+    # Image files are looked up (their extension read) only where they are read anyway.
+    paths = {i: find_image(a.images_dir, i) for i in ids} if sizes_from == 'images' else {}
     if sizes_from == 'csv':
         images = list(zip(ids, df['width'].tolist(), df['height'].tolist()))
     else:
-        images = [(i, *image_size(os.path.join(a.images_dir, f'{i}.jpg')))
+        images = [(i, *image_size(paths[i]))
                   for i in progress(ids, desc='image sizes', unit='img', enabled=a.progress)]
     if not images:
         raise DataError(f'{source}: no test images')
-    shards = make_shards(images, a.num_shards)
+    shards = make_shards(images, a.num_shards, {i: os.path.basename(p) for i, p in paths.items()})
     manifest = write_shards(a.out, shards, make_metainfo(load_default(), a.subset), source, '.' + a.format)
     if a.id_list:
         with SubmissionWriter(a.id_list) as w:

@@ -1,7 +1,8 @@
 """A small synthetic Open Images challenge download, for tests and CPU demos.
 
-It writes the files and folder layout of Google's download (see oid-challenge-facts.md) so every step of
-the pipeline can run end to end without the real 500 GB: JPEG images in ``train/``, ``validation/``,
+It writes the files and folder layout of Google's download (as ``util.common.oid_files`` names them and the
+README's "Download layout" shows them) so every step of the pipeline can run end to end without the real
+500 GB: JPEG images in ``train/``, ``validation/``,
 ``test/``; the masks CSVs and mask PNGs (at a resolution other than the image's) in ``{split}-masks-{c}/``;
 the validation box and image-label CSVs (with box-only and group-of boxes); ``sample_empty_submission.csv``;
 and ``synthetic-classes.csv`` (MID, name, shape, colour of each class used), which the real download lacks.
@@ -26,13 +27,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from ..common.atomic import AtomicWriter
-from ..common.cli import run
+from ..common.cli import add_progress_flag, run
+from ..common.cli import progress as cli_progress
 from ..common.errors import DataError
 from ..common.hierarchy import load_default, read_mask_counts
 from ..common.mask_codec import resize_nearest
+from ..common.oid_files import (BBOX_COLUMNS, LABELS_COLUMNS, MASKS_COLUMNS, bbox_csv_name, labels_csv_name,
+                                mask_png_name, masks_csv_name, masks_subdir)
 
 # Teddy bear first: any prefix of this list of 4 or more covers both grandparents (Carnivore, Reptile).
 DEFAULT_CLASSES = (
@@ -52,10 +55,6 @@ SHAPES = ('circle', 'square', 'triangle', 'ring', 'cross', 'diamond', 'star', 'c
 COLOURS = ((220, 40, 40), (40, 170, 60), (40, 80, 220), (235, 200, 30), (200, 50, 200), (30, 200, 210),
            (245, 130, 20), (120, 60, 170), (245, 245, 245), (110, 70, 30), (150, 230, 40), (250, 150, 190))
 SPLITS = ('train', 'validation', 'test')
-MASK_COLUMNS = ['MaskPath', 'ImageID', 'LabelName', 'BoxID', 'BoxXMin', 'BoxXMax', 'BoxYMin', 'BoxYMax',
-                'PredictedIoU', 'Clicks']
-BBOX_COLUMNS = ['ImageID', 'LabelName', 'XMin', 'XMax', 'YMin', 'YMax', 'IsGroupOf']
-LABEL_COLUMNS = ['ImageID', 'LabelName', 'Confidence']
 ASPECTS = (4 / 3, 3 / 4, 16 / 9, 9 / 16, 1.0, 3 / 2, 2 / 3)
 
 
@@ -241,7 +240,7 @@ def generate_split(out, split, count, seed, mids, probs, shapes, colours, long_s
     split_code = SPLITS.index(split)
     img_dir = os.path.join(out, split)
     os.makedirs(img_dir, exist_ok=True)
-    for i in tqdm(range(count), desc=f'synthetic {split}', disable=not progress):
+    for i in cli_progress(range(count), enabled=progress, desc=f'synthetic {split}'):
         rng = np.random.default_rng([seed, split_code, i])
         image_id = f'{int(rng.integers(0, 2 ** 64, dtype=np.uint64)):016x}'
         if image_id in used_ids:
@@ -255,14 +254,14 @@ def generate_split(out, split, count, seed, mids, probs, shapes, colours, long_s
         if split == 'test':
             continue
         mw, mh = mask_resolution(rng, width, height)
-        mask_dir = os.path.join(out, f'{split}-masks-{image_id[0]}')
+        mask_dir = os.path.join(out, masks_subdir(split, image_id))
         for o in objs:
             mid = mids[o.cls]
             x1, y1, x2, y2 = o.box
             nbox = (x1 / width, x2 / width, y1 / height, y2 / height)
             if o.has_mask:
                 box_id = f'{int(rng.integers(0, 2 ** 32)):08x}'
-                name = f'{image_id}_{mid.replace("/", "")}_{box_id}.png'
+                name = mask_png_name(image_id, mid, box_id)
                 os.makedirs(mask_dir, exist_ok=True)
                 with open(os.path.join(mask_dir, name), 'wb') as f:
                     f.write(encode_png_mask(resize_nearest(o.mask, mh, mw)))
@@ -316,13 +315,13 @@ def generate(out: str, seed: int = 0, train: int = 200, val: int = 50, test: int
     train_rows = generate_split(out, 'train', train, **args)
     val_rows = generate_split(out, 'validation', val, **args)
     test_rows = generate_split(out, 'test', test, **args)
-    _write_csv(os.path.join(out, 'challenge-2019-train-segmentation-masks.csv'), MASK_COLUMNS,
+    _write_csv(os.path.join(out, masks_csv_name('train')), MASKS_COLUMNS,
                sorted(train_rows.masks, key=lambda r: r[1]))
-    _write_csv(os.path.join(out, 'challenge-2019-validation-segmentation-masks.csv'), MASK_COLUMNS,
+    _write_csv(os.path.join(out, masks_csv_name('validation')), MASKS_COLUMNS,
                sorted(val_rows.masks, key=lambda r: r[1]))
-    _write_csv(os.path.join(out, 'challenge-2019-validation-segmentation-bbox.csv'), BBOX_COLUMNS,
+    _write_csv(os.path.join(out, bbox_csv_name('validation')), BBOX_COLUMNS,
                sorted(val_rows.bbox, key=lambda r: r[0]))
-    _write_csv(os.path.join(out, 'challenge-2019-validation-segmentation-labels.csv'), LABEL_COLUMNS,
+    _write_csv(os.path.join(out, labels_csv_name('validation')), LABELS_COLUMNS,
                sorted(val_rows.labels, key=lambda r: r[0]))
     _write_csv(os.path.join(out, 'sample_empty_submission.csv'),
                ['ImageID', 'ImageWidth', 'ImageHeight', 'PredictionString'],
@@ -348,7 +347,7 @@ def parse_args(argv=None):
     p.add_argument('--real-size', action='store_true', help='long side 1024, as the real images (benchmarks)')
     p.add_argument('--tail-power', type=float, default=0.5,
                    help='class frequency = real train count ** power (default 0.5; 1 = the real imbalance)')
-    p.add_argument('--no-progress', action='store_true')
+    add_progress_flag(p)
     return p.parse_args(argv)
 
 
@@ -363,7 +362,7 @@ def main(argv=None) -> None:
     if not 32 <= long_side[0] <= long_side[1]:
         raise DataError('--long-side: need 32 <= MIN <= MAX')
     generate(a.out, a.seed, a.train, a.val, a.test, classes, long_side, a.tail_power,
-             progress=not a.no_progress)
+             progress=a.progress)
     print(f'wrote {a.train} train, {a.val} validation, {a.test} test images to {a.out}')
 
 

@@ -1,25 +1,25 @@
 """One image's predictions -> the metric's ``Detections``, checked strictly.
 
 Predictions come as a submission row's triples (``LabelName Confidence EncodedMask``) or as RLEs (the
-mmengine Metric). Each mask must cover exactly the image's H x W pixels; the check runs on the compressed
-counts (``mask_codec.run_totals``), so nothing is decoded densely.
+mmengine Metric). Masks are decoded and checked by the mask codec, the one owner of the format (strict
+base64 and zlib, runs covering exactly the image's H x W, on the compressed counts): the metric scores
+exactly what ``util.post.validate`` accepts.
 
     class_indices(labels, classes, where, skip_unknown)   MIDs -> class indices (+ how many were skipped)
     check_scores(scores, where)                          confidences as float64, finite
-    decode_encoded(encoded, height, width, where)        EncodedMask strings -> RLEs (bytes counts)
-    check_rles(rles, height, width, where)               RLEs of the right size, counts as bytes
+    decode_encoded(encoded, height, width, where)        = mask_codec.decode_encoded_batch
+    check_rles(rles, height, width, where)               = mask_codec.check_rles
     expand_to_ancestors(dets, classes)                   a leaf model's detections copied to every ancestor
 """
 from __future__ import annotations
 
-import binascii
-import zlib
-
 import numpy as np
 
 from ..common.errors import DataError
-from ..common.mask_codec import encoded_to_coco, run_totals
+from ..common.mask_codec import check_rles, decode_encoded_batch as decode_encoded
 from .rules import Classes, Detections
+
+__all__ = ['class_indices', 'check_scores', 'decode_encoded', 'check_rles', 'expand_to_ancestors']
 
 
 def class_indices(labels, classes: Classes, where: str, skip_unknown: bool = False):
@@ -43,46 +43,6 @@ def check_scores(scores, where: str) -> np.ndarray:
     if bad.size:
         raise DataError(f'{where}: detection {bad[0] + 1}: confidence {s[bad[0]]} is not finite')
     return s
-
-
-def _check_totals(rles, height: int, width: int, where: str) -> None:
-    totals = run_totals([r['counts'] for r in rles])
-    bad = np.flatnonzero(totals != height * width)
-    if bad.size:
-        k = int(bad[0])
-        what = 'malformed RLE counts' if totals[k] < 0 else f'runs cover {totals[k]} pixels'
-        raise DataError(f'{where}: detection {k + 1}: mask is not {height}x{width} ({what}, '
-                        f'expected {height * width})')
-
-
-def decode_encoded(encoded, height: int, width: int, where: str) -> list:
-    """EncodedMask strings (base64 of zlib of COCO RLE counts) -> RLEs with bytes counts, size-checked."""
-    rles = []
-    for k, s in enumerate(encoded):
-        try:
-            rles.append(encoded_to_coco(s, height, width))
-        except (binascii.Error, zlib.error, ValueError):
-            raise DataError(f'{where}: detection {k + 1}: EncodedMask is not base64 + zlib') from None
-    _check_totals(rles, height, width, where)
-    return rles
-
-
-def check_rles(rles, height: int, width: int, where: str) -> list:
-    """RLE dicts (str or bytes counts, e.g. mmdet's) -> bytes-counts RLEs of size height x width."""
-    out = []
-    for k, r in enumerate(rles):
-        size = [int(v) for v in r['size']]
-        if size != [height, width]:
-            raise DataError(f'{where}: detection {k + 1}: mask is {size[0]}x{size[1]}, '
-                            f'the image is {height}x{width}')
-        counts = r['counts']
-        if isinstance(counts, str):
-            counts = counts.encode('ascii')
-        elif not isinstance(counts, bytes):
-            raise DataError(f'{where}: detection {k + 1}: RLE counts must be compressed (str or bytes)')
-        out.append({'size': size, 'counts': counts})
-    _check_totals(out, height, width, where)
-    return out
 
 
 def expand_to_ancestors(dets: Detections, classes: Classes) -> Detections:

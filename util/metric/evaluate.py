@@ -4,8 +4,13 @@ Inputs are the raw files as Google distributes them (masks CSV + mask PNGs, box 
 CSV, hierarchy JSON, class CSV) and a Kaggle-format submission. GT masks are resized (nearest) to the
 image size: the image header's with --images-dir, else the submission row's ImageWidth x ImageHeight.
 As in the official scorer, every GT image counts, also one the submission has no row for (its GT are
-misses); --submitted-only evaluates just the images the submission lists (a held-out subset). The rules
-are in ``util.metric.rules``.
+misses); --submitted-only evaluates just the images the submission lists (a held-out subset). Submission
+rows for images that are not in the ground truth are ignored, as the official scorer ignores them (their
+masks are still checked against their own row's size; their image files are never looked up), and their
+number is printed. Equal scores are ordered as the official scorer orders them (``--ties official``, the
+default: its number to the last digit); ``--ties fp-first`` ranks false positives first instead
+(deterministic on any numpy build, the lowest AP any order of the ties could give). The rules are in
+``util.metric.rules``.
 
 Bad input (a label outside the class list, a mask of the wrong size, a malformed row) stops the run with
 one line naming file:line and exit status 1; --skip-unknown-labels skips unknown labels with a warning.
@@ -13,7 +18,7 @@ The last line of the output is ``mAP@0.5IOU=<10 decimals>``.
 
     python -m util.metric.evaluate --masks-csv M --masks-dir D --bbox-csv B --labels-csv L --hierarchy H \\
         --classes C --submission S [--images-dir I] [--per-class OUT.csv] [--plots DIR] [--workers N] \\
-        [--skip-unknown-labels] [--submitted-only] [--ties {pessimistic,official}]
+        [--skip-unknown-labels] [--submitted-only] [--ties {official,fp-first}]
 """
 from __future__ import annotations
 
@@ -39,6 +44,8 @@ class SubmissionStats:
     skipped_labels: int = 0
     first_skipped: str = ''
     missing_gt_images: int = 0
+    not_in_gt: int = 0
+    first_not_in_gt: str = ''
     seen: dict = field(default_factory=dict)
 
 
@@ -48,17 +55,17 @@ def submission_tasks(path, gt, classes, stats: SubmissionStats, images_dir=None,
     try:
         for row in iter_submission(path):
             where = f'{path}:{row.line}: image {row.image_id}'
-            first = stats.seen.setdefault(row.image_id, row.line)
-            if first != row.line:
-                raise DataError(f'{where}: appears twice (first on line {first})')
-            if row.width <= 0 or row.height <= 0:
-                raise DataError(f'{where}: image size {row.width}x{row.height} is not positive')
+            stats.seen[row.image_id] = row.line      # the reader refuses repeated ids and sizes <= 0
             stats.rows += 1
+            record = gt.images.get(row.image_id)
+            if record is None:
+                stats.not_in_gt += 1
+                stats.first_not_in_gt = stats.first_not_in_gt or where
             idx, keep, skipped = class_indices([d[0] for d in row.detections], classes, where, skip_unknown)
             if skipped:
                 stats.skipped_labels += skipped
                 stats.first_skipped = stats.first_skipped or where
-            yield ImageTask(row.image_id, where, gt.images.get(row.image_id), (row.height, row.width), idx,
+            yield ImageTask(row.image_id, where, record, (row.height, row.width), idx,
                             check_scores([row.detections[k][1] for k in keep], where),
                             encoded=[row.detections[k][2] for k in keep], images_dir=images_dir)
     except SubmissionError as e:
@@ -73,7 +80,7 @@ def submission_tasks(path, gt, classes, stats: SubmissionStats, images_dir=None,
 
 def evaluate_files(masks_csv, masks_dir, bbox_csv, labels_csv, hierarchy, classes_csv, submission,
                    images_dir=None, workers=1, skip_unknown_labels=False, submitted_only=False,
-                   log=print, ties='pessimistic') -> EvalResult:
+                   log=print, ties='official') -> EvalResult:
     """Everything the command does except the reports: GT files + submission -> EvalResult."""
     classes, _ = load_classes(hierarchy, classes_csv)
     known = set(classes.hierarchy.order) | set(classes.mids)
@@ -94,6 +101,9 @@ def evaluate_files(masks_csv, masks_dir, bbox_csv, labels_csv, hierarchy, classe
     if stats.skipped_labels:
         log(f'warning: {stats.skipped_labels} detections with labels outside the class list skipped '
             f'(first at {stats.first_skipped})', file=sys.stderr)
+    if stats.not_in_gt:
+        log(f'warning: {stats.not_in_gt} submission images are not in the ground truth: ignored, as the official '
+            f'scorer ignores them (first at {stats.first_not_in_gt})', file=sys.stderr)
     if stats.missing_gt_images:
         log(f'warning: {stats.missing_gt_images} GT images have no submission row: their GT count as misses '
             '(--submitted-only leaves them out)', file=sys.stderr)
@@ -120,9 +130,10 @@ def parse_args(argv=None):
                    help='skip detections whose label is not in --classes (warn) instead of failing')
     p.add_argument('--submitted-only', action='store_true',
                    help='evaluate only the images the submission lists (default: every GT image, as Kaggle)')
-    p.add_argument('--ties', choices=TIES, default='pessimistic',
-                   help='order of equal scores: false positives first (default; deterministic), or the '
-                        "official scorer's numpy argsort order (its numbers on the same numpy build)")
+    p.add_argument('--ties', choices=TIES, default=TIES[0],
+                   help="order of equal scores: the official scorer's numpy argsort order (default: its "
+                        'number to the last digit on the same numpy build), or fp-first: false positives '
+                        'before true positives (deterministic on any build; the lowest AP the ties allow)')
     return p.parse_args(argv)
 
 

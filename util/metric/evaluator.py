@@ -13,19 +13,17 @@ to the last digit for any number of workers.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..common.errors import DataError
-from ..common.image_io import image_size
+from ..common.image_io import find_image, image_size
 from .detections import check_rles, decode_encoded, expand_to_ancestors
 from .groundtruth import ImageRecord, MaskFinder, load_ground_truth
 from .rules import APAccumulator, Classes, Detections, EvalResult, evaluate_image
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.JPG', '.JPEG', '.PNG')
 BATCH = 8                       # images per worker call
 IN_FLIGHT_PER_WORKER = 3        # batches queued per worker
 
@@ -33,7 +31,8 @@ IN_FLIGHT_PER_WORKER = 3        # batches queued per worker
 @dataclass
 class ImageTask:
     """One image to evaluate. ``size`` = (height, width) the predictions claim; ``images_dir`` (optional)
-    holds the image whose header is the authority. Predictions are ``encoded`` strings or ``rles``."""
+    holds the image whose header is the authority. Predictions are ``encoded`` strings or ``rles``.
+    ``record`` None: the image is not in the ground truth (ignored, as by the official scorer)."""
     image_id: str
     where: str
     record: ImageRecord | None
@@ -44,14 +43,6 @@ class ImageTask:
     rles: list | None = None
     images_dir: str | None = None
     expand: bool = False
-
-
-def find_image(images_dir: str, image_id: str, where: str) -> str:
-    for ext in IMAGE_EXTENSIONS:
-        path = os.path.join(images_dir, image_id + ext)
-        if os.path.isfile(path):
-            return path
-    raise DataError(f'{where}: no image {image_id}.jpg (or .jpeg/.png) in {images_dir}')
 
 
 def _image_size(task: ImageTask):
@@ -69,22 +60,31 @@ def _image_size(task: ImageTask):
 _CONTEXT: dict = {}
 
 
-def _init(classes: Classes, finder: MaskFinder, ties: str = 'pessimistic') -> None:
+def _init(classes: Classes, finder: MaskFinder, ties: str = 'official') -> None:
     _CONTEXT['classes'], _CONTEXT['finder'], _CONTEXT['ties'] = classes, finder, ties
 
 
-def run_task(task: ImageTask):
-    """Evaluate one image -> ImageResult, or None for an image without GT (its masks are still checked)."""
-    classes, finder = _CONTEXT['classes'], _CONTEXT['finder']
-    size = _image_size(task)
+def _masks(task: ImageTask, size) -> list:
+    """The task's predicted masks as RLEs, each checked to cover exactly ``size`` (height, width)."""
     if task.encoded:
         masks = decode_encoded(task.encoded, size[0], size[1], task.where)
     elif task.rles:
         masks = check_rles(task.rles, size[0], size[1], task.where)
     else:
         masks = []
+    return masks
+
+
+def run_task(task: ImageTask):
+    """Evaluate one image -> ImageResult, or None for an image outside the ground truth: ignored, as the
+    official scorer does; its masks are still checked against the size its row claims, and its image file
+    is never looked up."""
+    classes, finder = _CONTEXT['classes'], _CONTEXT['finder']
     if task.record is None:
+        _masks(task, task.size)
         return None
+    size = _image_size(task)
+    masks = _masks(task, size)
     dets = Detections(np.asarray(task.classes, np.int64), np.asarray(task.scores, np.float64), masks)
     if task.expand:
         dets = expand_to_ancestors(dets, classes)
@@ -109,9 +109,9 @@ def _batches(tasks, n):
 
 
 def evaluate_tasks(tasks, classes: Classes, finder: MaskFinder, workers: int = 1,
-                   ties: str = 'pessimistic') -> EvalResult:
+                   ties: str = 'official') -> EvalResult:
     """Evaluate every task (an iterable, consumed lazily) and return the per-class APs and the mAP.
-    ``ties``: 'pessimistic' or 'official' (see ``rules``)."""
+    ``ties``: 'official' (the reference's order, default) or 'fp-first' (see ``rules``)."""
     acc = APAccumulator(classes, ties)
     if workers <= 1:
         _init(classes, finder, ties)

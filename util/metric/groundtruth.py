@@ -1,11 +1,12 @@
 """The challenge's raw ground-truth files -> per-image GT for the metric (``rules.GroundTruth``).
 
-Inputs are the files as Google distributes them: the masks CSV (``MaskPath,ImageID,LabelName,BoxID,
-BoxXMin,BoxXMax,BoxYMin,BoxYMax,...``, normalised boxes) with its mask PNGs, the box CSV (``ImageID,
-LabelName,XMin,XMax,YMin,YMax,IsGroupOf``) and the image-level labels CSV (``ImageID,LabelName,Confidence``).
-Each mask row is joined to a box row of the same image and label, best box IoU first, one to one; a box
-row left without a mask is box-only GT; a mask row that joins no box is reported and kept as a non-group-of
-GT with its own box. Rows whose label the hierarchy does not know are skipped and counted.
+Inputs are the files as Google distributes them (columns in ``util.common.oid_files``): the masks CSV
+with its mask PNGs, the box CSV and the image-level labels CSV, read strictly (``oid_files.iter_rows``);
+a box outside [0, 1] or with min > max is an error naming its file and line. Each mask row is joined to
+a box row of the same image and label, best box IoU first, one to one; a box row left without a mask is
+box-only GT; a mask row that joins no box is reported (its masks CSV line, and the nearest free box row
+of its label, if any) and kept as a non-group-of GT with its own box. Rows whose label the hierarchy does
+not know are skipped and counted.
 
     read_ground_truth(masks_csv, bbox_csv, labels_csv, known, image_ids)  -> GroundTruthFiles
     MaskFinder(masks_dir)                 a MaskPath -> its file, in the folder or in its subfolders
@@ -13,7 +14,6 @@ GT with its own box. Rows whose label the hierarchy does not know are skipped an
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from dataclasses import dataclass, field
@@ -26,12 +26,10 @@ from pycocotools import mask as mask_utils
 from ..common.errors import DataError
 from ..common.image_io import read_mask
 from ..common.mask_codec import resize_nearest
+from ..common.oid_files import BBOX_COLUMNS, LABELS_COLUMNS, MASKS_NEEDED, iter_rows
 from .rules import GroundTruth
 
 JOIN_MIN_IOU = 0.5          # a mask row joins a box row only when their boxes overlap at least this much
-MASK_COLUMNS = ('MaskPath', 'ImageID', 'LabelName', 'BoxXMin', 'BoxXMax', 'BoxYMin', 'BoxYMax')
-BOX_COLUMNS = ('ImageID', 'LabelName', 'XMin', 'XMax', 'YMin', 'YMax', 'IsGroupOf')
-LABEL_COLUMNS = ('ImageID', 'LabelName', 'Confidence')
 
 
 @dataclass
@@ -42,6 +40,7 @@ class ImageRecord:
     group_of: list = field(default_factory=list)
     mask_files: list = field(default_factory=list)     # MaskPath or None (box-only)
     mask_where: list = field(default_factory=list)     # 'masks.csv:LINE' or None, for messages
+    box_where: list = field(default_factory=list)      # 'bbox.csv:LINE' (or the masks CSV's, unjoined)
     image_labels: list = field(default_factory=list)   # [(mid, positive)]
 
 
@@ -50,7 +49,7 @@ class GroundTruthFiles:
     """Per-image records plus what the reading skipped or could not join."""
     images: dict                                       # image id -> ImageRecord, first-seen order
     unknown_label_rows: int = 0
-    unjoined_masks: list = field(default_factory=list)  # 'file:line' of mask rows without a box row
+    unjoined_masks: list = field(default_factory=list)  # 'masks.csv:LINE (why)' of mask rows without a box row
 
     def problems(self) -> list[str]:
         out = []
@@ -61,30 +60,6 @@ class GroundTruthFiles:
         if self.unknown_label_rows:
             out.append(f'{self.unknown_label_rows} GT rows with labels outside the hierarchy skipped')
         return out
-
-
-def _rows(path: str, columns: tuple):
-    """Yield (line, values of ``columns``) for each data row; a missing column or short row is an error."""
-    try:
-        f = open(path, newline='', encoding='utf-8')
-    except OSError as e:
-        raise DataError(f'{path}: cannot open ({e.strerror})') from None
-    with f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f'{path}:1: empty file, expected a header')
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise DataError(f'{path}:1: missing column(s) {", ".join(missing)}')
-        idx = [header.index(c) for c in columns]
-        width = len(header)
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != width:
-                raise DataError(f'{path}:{reader.line_num}: {len(row)} fields, the header has {width}')
-            yield reader.line_num, [row[i] for i in idx]
 
 
 def _floats(values, where: str, names) -> list[float]:
@@ -98,6 +73,18 @@ def _floats(values, where: str, names) -> list[float]:
             raise DataError(f'{where}: {name} {v!r} is not finite')
         out.append(x)
     return out
+
+
+def _box(values, where: str, names) -> tuple:
+    """Normalised (ymin, xmin, ymax, xmax) of a row's XMin, XMax, YMin, YMax: in [0, 1], min <= max."""
+    xmin, xmax, ymin, ymax = _floats(values, where, names)
+    for v, name in zip((xmin, xmax, ymin, ymax), names):
+        if not 0.0 <= v <= 1.0:
+            raise DataError(f'{where}: {name} {v:g} is outside [0, 1]')
+    for lo, hi, (lo_name, hi_name) in ((xmin, xmax, names[:2]), (ymin, ymax, names[2:])):
+        if lo > hi:
+            raise DataError(f'{where}: {lo_name} {lo:g} > {hi_name} {hi:g}')
+    return ymin, xmin, ymax, xmax
 
 
 def _integer_flag(value: str, where: str, name: str, allowed) -> int:
@@ -130,38 +117,39 @@ def read_ground_truth(masks_csv: str, bbox_csv: str, labels_csv: str, known, ima
             rec = images[image_id] = ImageRecord()
         return rec
 
-    for line, (image_id, label, *coords, group) in _rows(bbox_csv, BOX_COLUMNS):
+    for line, (image_id, label, *coords, group) in iter_rows(bbox_csv, BBOX_COLUMNS):
         if image_ids is not None and image_id not in image_ids:
             continue
         where = f'{bbox_csv}:{line}'
-        xmin, xmax, ymin, ymax = _floats(coords, where, BOX_COLUMNS[2:6])
+        box = _box(coords, where, BBOX_COLUMNS[2:6])
         is_group = _integer_flag(group, where, 'IsGroupOf', {0, 1, -1}) != 0
         if label not in known:
             out.unknown_label_rows += 1
             continue
         rec = record(image_id)
         rec.labels.append(label)
-        rec.boxes.append((ymin, xmin, ymax, xmax))
+        rec.boxes.append(box)
         rec.group_of.append(is_group)
         rec.mask_files.append(None)
         rec.mask_where.append(None)
+        rec.box_where.append(where)
 
     pending: dict[tuple[str, str], list] = {}          # (image, label) -> mask rows
-    for line, (name, image_id, label, *coords) in _rows(masks_csv, MASK_COLUMNS):
+    for line, (name, image_id, label, *coords) in iter_rows(masks_csv, MASKS_NEEDED):
         if image_ids is not None and image_id not in image_ids:
             continue
         where = f'{masks_csv}:{line}'
-        xmin, xmax, ymin, ymax = _floats(coords, where, MASK_COLUMNS[3:])
+        box = _box(coords, where, MASKS_NEEDED[3:])
         if not name:
             raise DataError(f'{where}: empty MaskPath')
         if label not in known:
             out.unknown_label_rows += 1
             continue
-        pending.setdefault((image_id, label), []).append((name, where, (ymin, xmin, ymax, xmax)))
+        pending.setdefault((image_id, label), []).append((name, where, box))
     for (image_id, label), masks in pending.items():
         _join(record(image_id), label, masks, out.unjoined_masks)
 
-    for line, (image_id, label, conf) in _rows(labels_csv, LABEL_COLUMNS):
+    for line, (image_id, label, conf) in iter_rows(labels_csv, LABELS_COLUMNS):
         if image_ids is not None and image_id not in image_ids:
             continue
         positive = _integer_flag(conf, f'{labels_csv}:{line}', 'Confidence', {0, 1}) == 1
@@ -187,12 +175,19 @@ def _join(rec: ImageRecord, label: str, masks: list, unjoined: list) -> None:
         rec.mask_files[j], rec.mask_where[j] = masks[k][0], masks[k][1]
     for k, (name, where, box) in enumerate(masks):
         if k not in used_masks:
-            unjoined.append(where)
+            left = [(_box_iou(box, rec.boxes[j]), j) for j in free if j not in used_boxes]
+            if left:
+                iou, j = max(left, key=lambda t: (t[0], -t[1]))
+                why = f'nearest free box row of its label {rec.box_where[j]}, IoU {iou:.2f}'
+            else:
+                why = 'no free box row of its label in the image'
+            unjoined.append(f'{where} ({why})')
             rec.labels.append(label)
             rec.boxes.append(box)
             rec.group_of.append(False)
             rec.mask_files.append(name)
             rec.mask_where.append(where)
+            rec.box_where.append(where)
 
 
 class MaskFinder:

@@ -9,7 +9,7 @@ float32 / float64 ratios.
     GroundTruth, Detections             one image's inputs
     expand_ground_truth(labels, image_labels, classes)   -> GT rows per class, evaluatable classes
     evaluate_image(gt, dets, classes)   -> ImageResult: scored entries and counted GT per class (or None)
-    precision_recall(scores, tp, n)     VOC curves, ties ordered pessimistically or as the reference (below)
+    precision_recall(scores, tp, n)     VOC curves, equal scores in the reference's order or FP-first (below)
     average_precision(precision, recall)   VOC all-points AP
     APAccumulator                       sums ImageResults over images -> EvalResult (per-class AP, mAP)
 
@@ -30,17 +30,17 @@ per_image_evaluation.py of tensorflow/models, the command-line path oid_challeng
   is ignored, later ones stay FP; (d) box IoA >= 0.5 with box-only group-of GT -> ignored.
 - AP = VOC all-points area; mAP = mean over classes with counted GT (no detections -> AP 0).
 
-Where the reference is not deterministic, this module fixes an order:
-- Within an image and class, equal scores keep their input order (a stable sort); the reference's unstable
-  argsort decides which of two tied detections is matched first.
-- Ties in the best-GT choice go to the first GT in the reference's merge order: box coordinates
-  (XMin, XMax, YMin, YMax), then IsGroupOf, then file order.
-- In the AP, equal scores put false positives before true positives: the lowest AP any order of the tie
-  could give, and independent of image order, worker count and file order.
-With ``ties='official'`` the reference's own order is rebuilt instead: per image and class, numpy's default
-argsort of the scores in input order, reversed; per class, the images' entries in ImageID order, argsorted
-the same way. On the same numpy this gives the reference's numbers even with tied scores; the order is
-numpy's (its unstable sort differs between builds), so the default stays the pessimistic one.
+Equal scores (``ties``; submissions often round scores to 2-4 decimals, so they matter):
+- ``'official'`` (the default everywhere): the reference's own order, rebuilt. Per image and class,
+  numpy's default argsort of the scores in input order, reversed, decides which tied detection is matched
+  first; per class, the images' entries in ImageID order, argsorted the same way, give the AP. On the same
+  numpy build this is the leaderboard's number to the last digit, also with heavy ties (numpy's unstable
+  sort may order ties differently on another build, as it would for Google's scorer).
+- ``'fp-first'`` (opt-in): deterministic on any build. Within an image and class equal scores keep their
+  input order (a stable sort); in the AP, false positives rank before true positives: the lowest AP any
+  order of the tie could give, independent of image order, worker count and numpy.
+Ties in the best-GT choice go to the first GT in the reference's merge order: box coordinates (XMin, XMax,
+YMin, YMax), then IsGroupOf, then file order.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ from ..common.mask_codec import rle_areas
 MATCH_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_CLASS = 10_000
 SCORE_FLOOR = -10.0                 # the reference's NMS keeps scores > -10 only
-TIES = ('pessimistic', 'official')
+TIES = ('official', 'fp-first')     # the first is the default
 MASK_EPS = np.float32(1e-7)         # np_mask_ops.EPSILON, applied in float32
 
 
@@ -276,19 +276,26 @@ def _kept_detections(dets: Detections, evaluatable: set):
 
 
 def _descending(scores: np.ndarray, ties: str) -> np.ndarray:
-    """Order of ``scores``, highest first: equal ones in input order, or as the reference's argsort."""
+    """Order of ``scores``, highest first: as the reference's argsort, or equal ones in input order."""
     if ties == 'official':
         return np.argsort(scores)[::-1]
     return np.argsort(-scores, kind='stable')
 
 
+def check_ties(ties: str) -> str:
+    if ties not in TIES:
+        raise ValueError(f'ties must be one of {TIES}, not {ties!r}')
+    return ties
+
+
 def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
                    height: int | None = None, width: int | None = None,
-                   ties: str = 'pessimistic') -> ImageResult | None:
+                   ties: str = 'official') -> ImageResult | None:
     """One image -> ImageResult, or None when it has no GT at all (ignored).
 
     ``height``/``width`` (the image size) are needed only when there are detections.
     """
+    check_ties(ties)
     if not gt.labels and not gt.image_labels:
         return None
     order = gt_order(gt)
@@ -325,9 +332,9 @@ def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
 
 
 # ---- AP ------------------------------------------------------------------------------------------
-def precision_recall(scores: np.ndarray, tp: np.ndarray, num_gt: float, ties: str = 'pessimistic'):
-    """VOC precision and recall; equal scores rank false positives first (order-independent, pessimistic),
-    or with ``ties='official'`` in the reference's argsort order of ``scores`` as given."""
+def precision_recall(scores: np.ndarray, tp: np.ndarray, num_gt: float, ties: str = 'official'):
+    """VOC precision and recall; equal scores in the reference's argsort order of ``scores`` as given, or
+    with ``ties='fp-first'`` false positives first (independent of the entries' order)."""
     order = np.argsort(scores)[::-1] if ties == 'official' else np.lexsort((tp, -scores))
     tp_sorted = tp[order].astype(np.float64)
     cum_tp = np.cumsum(tp_sorted)
@@ -365,13 +372,11 @@ class EvalResult:
 
 class APAccumulator:
     """Collects ImageResults in any order; the result does not depend on that order. With
-    ``ties='official'`` each result comes with its image id, and the entries are put in ImageID order (the
-    reference's) before the AP."""
+    ``ties='official'`` (the default) each result comes with its image id, and the entries are put in
+    ImageID order (the reference's) before the AP."""
 
-    def __init__(self, classes: Classes, ties: str = 'pessimistic'):
-        if ties not in TIES:
-            raise ValueError(f'ties must be one of {TIES}, not {ties!r}')
-        self.classes, self.ties = classes, ties
+    def __init__(self, classes: Classes, ties: str = 'official'):
+        self.classes, self.ties = classes, check_ties(ties)
         n = len(classes)
         self.scores = [[] for _ in range(n)]
         self.tp = [[] for _ in range(n)]

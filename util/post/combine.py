@@ -9,11 +9,17 @@ NMS between them.
 ``max_dets`` keeps the best-scoring detections of an image (ties: the earlier one) and leaves their order
 alone; large submissions time out on Kaggle, and the lowest scores matter least to AP.
 
-    cap_detections(dets, max_dets)                                  -> dets
-    combine_submissions(inputs, out, max_dets, allow_overlap)                 -> CombineStats
-    combine_leaf_and_parent(leaf, parents, out, nms_iou, vote, ...) -> CombineStats
+Speed: an image whose detections need no change (no NMS, and no cap or fewer detections than the cap)
+is written as the concatenation of its prediction strings: labels (for the disjointness check), the
+field count and the confidences are checked, but the triples are copied as text and masks are never
+decoded (``util.post.validate`` checks them; the pipeline validates every shard). Only images that are
+capped or NMS-merged are parsed; their confidences are written back as read (shortest round-trip text).
 
-    python -m util.post.combine A.csv B.csv [...] -o OUT.csv [--max-dets N] [--allow-overlap]
+    cap_detections(dets, max_dets)                                    -> dets
+    combine_submissions(inputs, out, max_dets, allow_overlap)         -> CombineStats
+    combine_leaf_and_parent(leaf, parents, out, iou_thr, vote, ...)   -> CombineStats
+
+    python -m util.post.combine A.csv B.csv [...] -o OUT.csv [--max-dets N] [--allow-overlap] [--no-progress]
 """
 from __future__ import annotations
 
@@ -21,12 +27,11 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
-from ..common.cli import run
+from ..common.cli import add_progress_flag, progress as progress_bar, run
 from ..common.errors import DataError
+from ..common.submission import (SHORTEST, SubmissionRow, SubmissionWriter, format_prediction_string,
+                                 iter_lockstep, parse_prediction_string, split_prediction_string)
 from .mask_nms import nms_detections
-from ..common.submission import SHORTEST, SubmissionWriter, iter_lockstep
 
 
 def cap_detections(dets: list, max_dets: int | None) -> list:
@@ -47,6 +52,18 @@ class CombineStats:
         return f'{self.images} images, {self.detections_out} of {self.detections_in} detections written'
 
 
+def _where(path: str, row: SubmissionRow) -> str:
+    return f'{path}:{row.line}: image {row.image_id}'
+
+
+def _fields(path: str, row: SubmissionRow) -> list[str]:
+    return split_prediction_string(row.text, _where(path, row))
+
+
+def _parse(path: str, row: SubmissionRow) -> list[tuple[str, float, str]]:
+    return parse_prediction_string(row.text, _where(path, row))
+
+
 class _Owners:
     """Which input each label came from, to catch inputs whose classes overlap (at most 300 labels).
     ``groups`` maps an input to the group that owns its labels (inputs merged by NMS share one)."""
@@ -55,58 +72,72 @@ class _Owners:
         self.paths, self.owner = paths, {}
         self.groups = groups or list(range(len(paths)))
 
-    def check(self, rows) -> None:
-        for k, row in enumerate(rows):
+    def check(self, rows, fields) -> None:
+        for k, (row, parts) in enumerate(zip(rows, fields)):
             group = self.groups[k]
-            for label, _, _ in row.detections:
+            for label in dict.fromkeys(parts[0::3]):
                 first = self.owner.setdefault(label, (group, k))
                 if first[0] != group:
                     raise DataError(
-                        f'{self.paths[k]}:{row.line}: image {row.image_id}: label {label} also comes from '
+                        f'{_where(self.paths[k], row)}: label {label} also comes from '
                         f'{self.paths[first[1]]}; the inputs must have disjoint classes (merge them with '
                         'util.post.mask_nms first, or allow the overlap)')
 
 
 def combine_submissions(inputs: list[str], out: str, max_dets: int | None = None, allow_overlap: bool = False,
-              progress: bool = False) -> CombineStats:
+                        progress: bool = False) -> CombineStats:
     """Concatenate the detections of submissions with disjoint classes, image by image."""
-    return _combine(inputs, out, lambda rows: [d for r in rows for d in r.detections], max_dets,
-                    None if allow_overlap else _Owners(inputs), progress)
+    return _combine(inputs, out, None, False, max_dets, None if allow_overlap else _Owners(inputs), progress)
 
 
-def combine_leaf_and_parent(leaf: str, parents: list[str], out: str, nms_iou: float | None = None,
+def combine_leaf_and_parent(leaf: str, parents: list[str], out: str, iou_thr: float | None = None,
                             vote: bool = False, max_dets: int | None = None,
                             progress: bool = False) -> CombineStats:
-    """Leaf detections, then the parent detections; with ``nms_iou`` the parent inputs are pooled and
+    """Leaf detections, then the parent detections; with ``iou_thr`` the parent inputs are pooled and
     mask-NMS-merged in the same pass (no intermediate file), otherwise they are taken as merged."""
     paths = [leaf] + list(parents)
-
-    def merge(rows):
-        parent_dets = [d for r in rows[1:] for d in r.detections]
-        if nms_iou is not None:
-            first = rows[0]
-            parent_dets, _ = nms_detections(parent_dets, first.height, first.width, nms_iou, vote,
-                                            lambda i: f'image {first.image_id}: parent detection {i + 1}')
-        return rows[0].detections + parent_dets
-
-    groups = [0] + [1] * len(parents) if nms_iou is not None else None
-    return _combine(paths, out, merge, max_dets, _Owners(paths, groups), progress)
+    groups = [0] + [1] * len(parents) if iou_thr is not None else None
+    return _combine(paths, out, iou_thr, vote, max_dets, _Owners(paths, groups), progress)
 
 
-def _combine(paths, out, merge, max_dets, owners, progress) -> CombineStats:
+def _merge_parents(paths, rows, iou_thr, vote) -> list[tuple[str, float, str]]:
+    """The parent inputs' detections of one image, pooled and mask-NMS-merged; errors name file:line."""
+    pooled, origin = [], []
+    for p, r in zip(paths, rows):
+        dets = _parse(p, r)
+        pooled.extend(dets)
+        origin.extend((p, r, k) for k in range(len(dets)))
+
+    def where(i):
+        p, r, k = origin[i]
+        return f'{_where(p, r)}: detection {k + 1}'
+
+    return nms_detections(pooled, rows[0].height, rows[0].width, iou_thr, vote, where)[0]
+
+
+def _combine(paths, out, iou_thr, vote, max_dets, owners, progress) -> CombineStats:
+    """With ``iou_thr`` the inputs after the first are NMS-merged; without, every input passes as is."""
     stats = CombineStats()
     with SubmissionWriter(out, SHORTEST) as writer:
-        for rows in tqdm(iter_lockstep(paths), desc='combine', unit='img',
-                         disable=None if progress else True):
+        for rows in progress_bar(iter_lockstep(paths, parse=False), progress, desc='combine', unit='img'):
+            fields = [_fields(p, r) for p, r in zip(paths, rows)]
             if owners is not None:
-                owners.check(rows)
-            dets = merge(rows)
-            stats.detections_in += len(dets)
-            dets = cap_detections(dets, max_dets)
+                owners.check(rows, fields)
+            n_in = sum(len(f) for f in fields) // 3
             first = rows[0]
-            writer.write(first.image_id, first.width, first.height, dets)
+            if iou_thr is None and (max_dets is None or n_in <= max_dets):
+                text, n_out = ' '.join([' '.join(f) for f in fields if f]), n_in    # unchanged: copied
+            else:
+                if iou_thr is None:
+                    dets = [d for p, r in zip(paths, rows) for d in _parse(p, r)]
+                else:
+                    dets = _parse(paths[0], first) + _merge_parents(paths[1:], rows[1:], iou_thr, vote)
+                dets = cap_detections(dets, max_dets)
+                text, n_out = format_prediction_string(dets, SHORTEST), len(dets)
+            writer.write_raw(first.image_id, first.width, first.height, text)
             stats.images += 1
-            stats.detections_out += len(dets)
+            stats.detections_in += n_in
+            stats.detections_out += n_out
     return stats
 
 
@@ -117,8 +148,9 @@ def main(argv=None) -> None:
     parser.add_argument('-o', '--out', required=True)
     parser.add_argument('--max-dets', type=int, default=None, help='keep the N best detections per image')
     parser.add_argument('--allow-overlap', action='store_true', help='do not insist on disjoint classes')
+    add_progress_flag(parser)
     args = parser.parse_args(argv)
-    stats = combine_submissions(args.inputs, args.out, args.max_dets, args.allow_overlap, progress=True)
+    stats = combine_submissions(args.inputs, args.out, args.max_dets, args.allow_overlap, args.progress)
     print(f'{args.out}: {stats}', file=sys.stderr)
 
 

@@ -22,26 +22,30 @@ from ..common.cli import run
 from ..common.errors import DataError
 from ..common.drawing import draw_item, side_by_side
 from ..common.hierarchy import load_default
-from ..common.mask_codec import encoded_to_rle, to_coco
+from ..common.mask_codec import decode_encoded_batch
 from ..common.submission import iter_submission
 
 
 def _tight_box(rle: dict) -> list[float]:
-    """[x1, y1, x2, y2) of the mask, read from the RLE without decoding it (zeros when empty)."""
-    x, y, w, h = (float(v) for v in mask_utils.toBbox(to_coco([rle])[0]))
+    """[x1, y1, x2, y2) of the mask, read from the (bytes-counts) RLE without decoding it (zeros when empty)."""
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
     return [x, y, x + w, y + h]
 
 
-def prediction_item(row, rank: dict[str, int], score_thr: float, keep: set[str] | None = None) -> dict:
+def prediction_item(row, rank: dict[str, int], score_thr: float, keep: set[str] | None = None,
+                    where: str = '') -> dict:
     """A submission row as an annotation item (labels index ``rank``, boxes from the masks); only labels in
-    ``keep`` when given."""
+    ``keep`` when given. Masks go through the strict decoder; errors name ``where`` and the detection."""
+    where = where or f'image {row.image_id}'
+    chosen = [k for k, (label, score, _) in enumerate(row.detections)
+              if score >= score_thr and (keep is None or label in keep)]
+    rles = decode_encoded_batch([row.detections[k][2] for k in chosen], row.height, row.width,
+                                lambda j: f'{where}: detection {chosen[j] + 1}')
     instances = []
-    for label, score, encoded in row.detections:
-        if score < score_thr or (keep is not None and label not in keep):
-            continue
+    for k, rle in zip(chosen, rles):
+        label = row.detections[k][0]
         if label not in rank:
-            raise DataError(f'image {row.image_id}: unknown label {label}')
-        rle = encoded_to_rle(encoded, row.height, row.width)
+            raise DataError(f'{where}: detection {k + 1}: unknown label {label}')
         instances.append({'bbox': _tight_box(rle), 'bbox_label': rank[label], 'mask': rle})
     return {'img_id': row.image_id, 'instances': instances}
 
@@ -68,7 +72,9 @@ def draw_predictions(submission: str, annotations: str, img_root: str, out_dir: 
             dict(inst, bbox_label=rank[ann_mids[inst['bbox_label']]]) for inst in item['instances']]}
         image = Image.open(os.path.join(img_root, item['img_path'])).convert('RGB')
         picture = side_by_side(draw_item(image, gt_item, names),
-                               draw_item(image, prediction_item(row, rank, score_thr, keep), names))
+                               draw_item(image, prediction_item(row, rank, score_thr, keep,
+                                                                f'{submission}:{row.line}: image {row.image_id}'),
+                                         names))
         path = os.path.join(out_dir, f'{row.image_id}.png')
         with AtomicWriter(path, 'wb') as f:
             picture.save(f, format='PNG')

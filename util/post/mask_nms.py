@@ -6,6 +6,10 @@ is computed on the compressed RLEs by pycocotools (one batched call per image an
 overlap are skipped inside it), so no mask is decoded for suppression. Empty masks have IoU 0 with
 everything and are never suppressed.
 
+Every mask an image brings is decoded strictly first (``mask_codec.decode_encoded_batch``: base64, zlib,
+runs adding up to H x W), also those of labels with one detection: pycocotools' ``iou`` never returns on
+runs that do not add up, and a corrupt mask passed through would reach the submission.
+
 Mask voting (optional): an anchor that suppressed at least two masks whose scores sum to more than its
 own takes the score-weighted mean of itself and those masks, thresholded at > 0.5. Suppression uses the
 original masks; only voting anchors are decoded, cropped to their cluster's box.
@@ -15,6 +19,7 @@ image at a time, so memory does not grow with the number of images. Survivors ar
 order: the first input's detections, then the second's, ...
 
     nms_detections(dets, height, width, iou_thr, vote)   -> (survivors, number voted)
+    pool_rows(paths, rows[, detections])                  -> pooled detections, where(i) naming file:line
     mask_nms_submissions(inputs, out, iou_thr, vote)      -> NmsStats
 
     python -m util.post.mask_nms A.csv [B.csv ...] -o OUT.csv [--iou-thr 0.5] [--vote]
@@ -22,20 +27,16 @@ order: the first input's detections, then the second's, ...
 from __future__ import annotations
 
 import argparse
-import binascii
 import sys
 import warnings
-import zlib
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
-from ..common.cli import run
-from ..common.errors import DataError
-from ..common.mask_codec import encoded_to_coco, encode_binary, rle_to_encoded
+from ..common.cli import add_progress_flag, progress as progress_bar, run
+from ..common.mask_codec import decode_encoded_batch, encode_binary, rle_to_encoded
 from ..common.submission import SHORTEST, SubmissionWriter, iter_lockstep
 
 
@@ -73,8 +74,11 @@ def vote_mask(rles: list[dict], weights: list[float]) -> dict:
 
 
 def nms_detections(dets, height: int, width: int, iou_thr: float = 0.5, vote: bool = False,
-                   where: Callable[[int], str] = str) -> tuple[list[tuple[str, float, str]], int]:
-    """Mask NMS per label over pooled (label, score, EncodedMask) triples; survivors in pooled order."""
+                   where: Callable[[int], str] | str = '') -> tuple[list[tuple[str, float, str]], int]:
+    """Mask NMS per label over pooled (label, score, EncodedMask) triples; survivors in pooled order.
+    Every mask is checked first; a broken one raises DataError naming ``where`` (``where(i)`` for a
+    callable, else ``where: detection i+1``)."""
+    coco = decode_encoded_batch([d[2] for d in dets], height, width, where)
     groups: dict[str, list[int]] = {}
     for i, det in enumerate(dets):
         groups.setdefault(det[0], []).append(i)
@@ -84,12 +88,7 @@ def nms_detections(dets, height: int, width: int, iou_thr: float = 0.5, vote: bo
         if len(idx) < 2:
             continue
         order = sorted(idx, key=lambda i: -dets[i][1])
-        rles = []
-        for i in order:
-            try:
-                rles.append(encoded_to_coco(dets[i][2], height, width))
-            except (binascii.Error, zlib.error, ValueError):
-                raise DataError(f'{where(i)}: mask is not base64 + zlib data') from None
+        rles = [coco[i] for i in order]
         ious = np.asarray(mask_utils.iou(rles, rles, np.zeros(len(rles), np.uint8))).reshape(len(rles), -1)
         for a, hit in greedy_suppress(ious, iou_thr):
             keep[[order[j] for j in hit]] = False
@@ -114,21 +113,28 @@ class NmsStats:
                 f'{self.voted} masks voted')
 
 
+def pool_rows(paths: list[str], rows, detections=None
+              ) -> tuple[list[tuple[str, float, str]], Callable[[int], str]]:
+    """One image's rows of several inputs -> their pooled detections and ``where(i)``, which names the
+    file, line, image and detection (within its row) of pooled detection i, for error messages.
+    ``detections`` (one list per row) stands in for ``row.detections`` of rows read with parse=False."""
+    pooled, origin = [], []
+    for path, row, dets in zip(paths, rows, detections or [r.detections for r in rows]):
+        pooled.extend(dets)
+        origin.extend((path, row.line, k) for k in range(len(dets)))
+
+    def where(i: int) -> str:
+        path, line, k = origin[i]
+        return f'{path}:{line}: image {rows[0].image_id}: detection {k + 1}'
+    return pooled, where
+
+
 def mask_nms_submissions(inputs: list[str], out: str, iou_thr: float = 0.5, vote: bool = False,
                          progress: bool = False) -> NmsStats:
     stats = NmsStats()
     with SubmissionWriter(out, SHORTEST) as writer:
-        for rows in tqdm(iter_lockstep(inputs), desc='mask nms', unit='img',
-                         disable=None if progress else True):
-            pooled, origin = [], []
-            for path, row in zip(inputs, rows):
-                pooled.extend(row.detections)
-                origin.extend((path, row.line, k) for k in range(len(row.detections)))
-
-            def where(i):
-                path, line, k = origin[i]
-                return f'{path}:{line}: image {rows[0].image_id}: detection {k + 1}'
-
+        for rows in progress_bar(iter_lockstep(inputs), progress, desc='mask nms', unit='img'):
+            pooled, where = pool_rows(inputs, rows)
             first = rows[0]
             kept, voted = nms_detections(pooled, first.height, first.width, iou_thr, vote, where)
             writer.write(first.image_id, first.width, first.height, kept)
@@ -146,8 +152,9 @@ def main(argv=None) -> None:
     parser.add_argument('-o', '--out', required=True)
     parser.add_argument('--iou-thr', type=float, default=0.5, help='suppress at mask IoU >= this (0.5)')
     parser.add_argument('--vote', action='store_true', help='mask voting for anchors of big clusters')
+    add_progress_flag(parser)
     args = parser.parse_args(argv)
-    stats = mask_nms_submissions(args.inputs, args.out, args.iou_thr, args.vote, progress=True)
+    stats = mask_nms_submissions(args.inputs, args.out, args.iou_thr, args.vote, progress=args.progress)
     print(f'{args.out}: {stats}', file=sys.stderr)
 
 

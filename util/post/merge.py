@@ -6,12 +6,15 @@ whatever the number of images, as long as every shard lists its images in the li
 (the per-shard steps keep the tester's order, which is the list's). Prediction strings are passed
 through untouched: merging never parses masks.
 
-An id found in no shard is an error (a shard is missing or out of order) unless ``allow_missing``,
-which writes it as an empty row with the list's size.
+Every listed id is written exactly once, in the list's order, and nothing else: an image that a shard
+lists twice, that two shards list, or that is not in the list is an error naming the shard's line. An id
+found in no shard is an error too (a shard is missing or out of order) unless ``allow_missing``, which
+writes it as an empty row with the list's size.
 
     merge_submissions(shards, ids, out, allow_missing=False)   -> MergeStats
 
     python -m util.post.merge SHARD.csv [SHARD.csv ...] --ids sample_empty_submission.csv -o OUT
+                              [--allow-missing] [--no-progress]
 """
 from __future__ import annotations
 
@@ -19,9 +22,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
-from ..common.cli import run
+from ..common.cli import add_progress_flag, progress as progress_bar, run
 from ..common.errors import DataError
 from ..common.submission import SubmissionWriter, iter_submission, read_image_list
 
@@ -54,8 +55,7 @@ def merge_submissions(shards: list[str], ids: str, out: str, allow_missing: bool
         advance(k)
     stats = MergeStats()
     with SubmissionWriter(out) as writer:
-        for image_id, width, height in tqdm(read_image_list(ids), desc='merge', unit='img',
-                                            disable=None if progress else True):
+        for image_id, width, height in progress_bar(read_image_list(ids), progress, desc='merge', unit='img'):
             hit = heads.pop(image_id, None)
             if hit is not None:
                 k, row = hit
@@ -86,8 +86,9 @@ def main(argv=None) -> None:
     parser.add_argument('-o', '--out', required=True)
     parser.add_argument('--allow-missing', action='store_true',
                         help='write images found in no shard as empty rows instead of failing')
+    add_progress_flag(parser)
     args = parser.parse_args(argv)
-    stats = merge_submissions(args.shards, args.ids, args.out, args.allow_missing, progress=True)
+    stats = merge_submissions(args.shards, args.ids, args.out, args.allow_missing, args.progress)
     print(f'{args.out}: {stats}', file=sys.stderr)
 
 

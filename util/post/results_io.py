@@ -11,13 +11,17 @@ string is stored (its size is always ``[height, width]``). A name ending in ``.g
 file name in the header), otherwise plain text; readers detect gzip by its magic bytes. Keys are written
 in a fixed order with compact separators, so the same detections always give the same bytes.
 
-Writing goes to ``path + '.partial'``, renamed to ``path`` on a clean close. A crashed run leaves the
-``.partial``; opening it again with ``resume=True`` keeps every complete line (a torn last line is dropped),
-reports the images already done in ``done_ids`` and appends after them.
+Writing goes to ``path + '.partial'``, plain JSON lines flushed after every image, so a killed process
+(even SIGKILL) loses only the image in flight; a clean close renames it to ``path``, or for ``.gz``
+compresses it there in one stream (the same bytes as compressing the lines as they come). Opening it
+again with ``resume=True`` keeps every complete line (a torn last line is dropped), reports the images
+already done in ``done_ids`` and appends after them. A damaged gzip file is reported as such, with the
+compressed byte where the damage shows.
 
     ResultsWriter(path, classes, resume=False)   context manager: .write(...), .done_ids, .close()
     iter_results(path)                           -> ResultRecord per image, streaming
     read_classes(path)                           -> the class list (MIDs) of the header
+    gzip_damage(path)                            -> (byte, reason) where a gzip file is damaged, or None
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import gzip
 import json
 import math
 import os
+import shutil
 import zlib
 from typing import IO, Iterator, NamedTuple, Sequence
 
@@ -65,8 +70,62 @@ def _open_read(path: str) -> IO[bytes]:
     return f
 
 
-def _open_write(f: IO[bytes], gz: bool) -> IO[bytes]:
-    return gzip.GzipFile(filename='', fileobj=f, mode='wb', compresslevel=6, mtime=0) if gz else f
+def _open_write(f: IO[bytes]) -> IO[bytes]:
+    return gzip.GzipFile(filename='', fileobj=f, mode='wb', compresslevel=6, mtime=0)
+
+
+def gzip_damage(path: str, chunk_size: int = 1 << 16) -> tuple[int, str] | None:
+    """``(byte offset, zlib's reason)`` of the first place where ``path`` stops being valid gzip, or None.
+
+    zlib checks the header, the deflate data, the CRC and the length; the failing chunk is replayed byte
+    by byte so the offset is the byte at which zlib notices (a flip is noticed at or after its position,
+    at the latest at the checksum in the trailer). The end of the file inside a stream is 'truncated'.
+    """
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    offset = 0
+    with open(path, 'rb') as f:
+        while chunk := f.read(chunk_size):
+            saved = d.copy()
+            try:
+                d.decompress(chunk)
+            except zlib.error:
+                for i in range(len(chunk)):
+                    try:
+                        saved.decompress(chunk[i:i + 1])
+                    except zlib.error as e:
+                        return offset + i, str(e).replace('Error -3 while decompressing data: ', '')
+                return offset + len(chunk) - 1, 'invalid data'
+            offset += len(chunk)
+            while d.eof and d.unused_data:              # a further gzip member
+                rest = d.unused_data
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                try:
+                    d.decompress(rest)
+                except zlib.error as e:
+                    return offset - len(rest), str(e).replace('Error -3 while decompressing data: ', '')
+    if not d.eof:
+        return offset, 'truncated: the file ends inside the compressed stream'
+    return None
+
+
+def _looks_gzip(path: str) -> bool:
+    """Named .gz or one of the two magic bytes intact: worth checking as gzip when reading fails."""
+    with open(path, 'rb') as f:
+        head = f.read(2)
+    return path.endswith('.gz') or head[:1] == GZIP_MAGIC[:1] or head[1:2] == GZIP_MAGIC[1:]
+
+
+def _blame_gzip(path: str, error: ResultsError) -> ResultsError:
+    """A reading error of a damaged gzip file becomes 'corrupt gzip at byte N'; otherwise ``error``."""
+    if not _looks_gzip(path):
+        return error
+    damage = gzip_damage(path)
+    if damage is None:
+        return error
+    at, reason = damage
+    what = 'truncated gzip' if reason.startswith('truncated') else 'corrupt gzip'
+    return ResultsError(f'{path}: {what} at byte {at} of {os.path.getsize(path)} ({reason}); '
+                        'the file is damaged: write it again')
 
 
 def _parse_header(line: bytes, path: str) -> list[str]:
@@ -95,7 +154,8 @@ def _lines(f: IO[bytes], path: str, tolerate_torn: bool) -> Iterator[tuple[int, 
         except (EOFError, zlib.error, gzip.BadGzipFile) as e:
             if tolerate_torn:
                 return
-            raise ResultsError(f'{path}:{number + 1}: truncated or corrupt compressed data ({e})') from None
+            raise _blame_gzip(path, ResultsError(
+                f'{path}:{number + 1}: truncated or corrupt compressed data ({e})')) from None
         if not line:
             return
         number += 1
@@ -116,27 +176,45 @@ def _record(line: bytes, path: str, number: int, n_classes: int) -> ResultRecord
         raise ResultsError(f'{where}: not a results record ({type(e).__name__}: {e})') from None
     if not (isinstance(image_id, str) and type(width) is int and type(height) is int):
         raise ResultsError(f'{where}: image_id must be a string, width and height integers')
+    if width <= 0 or height <= 0:
+        raise ResultsError(f'{where}: image {image_id}: size {width}x{height}, expected positive integers')
+    if not (type(labels) is list and type(scores) is list and type(counts) is list):
+        raise ResultsError(f'{where}: image {image_id}: labels, scores and counts must be lists')
     if not (len(labels) == len(scores) == len(counts)):
         raise ResultsError(f'{where}: image {image_id}: {len(labels)} labels, {len(scores)} scores, '
                            f'{len(counts)} masks')
-    if labels and not all(isinstance(v, int) and 0 <= v < n_classes for v in labels):
+    if labels and not all(type(v) is int and 0 <= v < n_classes for v in labels):
         raise ResultsError(f'{where}: image {image_id}: label index outside 0..{n_classes - 1}')
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in scores):
+    if not all(type(v) in (int, float) and math.isfinite(v) for v in scores):
         raise ResultsError(f'{where}: image {image_id}: a score is not a finite number')
+    if not all(type(c) is str for c in counts):
+        raise ResultsError(f'{where}: image {image_id}: a mask\'s counts is not a string')
     size = [height, width]
     return ResultRecord(image_id, width, height, labels, scores,
                         [{'size': size, 'counts': c} for c in counts])
 
 
 def read_classes(path: str) -> list[str]:
-    with _open_read(path) as f:
-        for _, line in _lines(f, path, tolerate_torn=False):
-            return _parse_header(line, path)
-    raise ResultsError(f'{path}:1: empty file, expected a results header')
+    try:
+        with _open_read(path) as f:
+            for _, line in _lines(f, path, tolerate_torn=False):
+                return _parse_header(line, path)
+        raise ResultsError(f'{path}:1: empty file, expected a results header')
+    except ResultsError as e:
+        raise _blame_gzip(path, e) from None
 
 
 def iter_results(path: str) -> Iterator[ResultRecord]:
-    """Yield one ResultRecord per image, in file order, holding one line in memory at a time."""
+    """Yield one ResultRecord per image, in file order, holding one line in memory at a time.
+
+    Any error of a gzip file that turns out to be damaged is reported as the damage (byte offset)."""
+    try:
+        yield from _iter_records(path)
+    except ResultsError as e:
+        raise _blame_gzip(path, e) from None
+
+
+def _iter_records(path: str) -> Iterator[ResultRecord]:
     with _open_read(path) as f:
         lines = _lines(f, path, tolerate_torn=False)
         first = next(lines, None)
@@ -148,10 +226,12 @@ def iter_results(path: str) -> Iterator[ResultRecord]:
 
 
 class ResultsWriter:
-    """Append one image at a time to ``path + '.partial'``; ``close()`` renames it to ``path``.
+    """Append one image at a time to ``path + '.partial'``; ``close()`` finishes ``path``.
 
-    With ``resume=True`` an existing ``.partial`` (or a finished ``path``) is kept: its complete lines stay,
-    ``done_ids`` lists their images, and new images are appended. The classes must be the same.
+    The partial file is always plain JSON lines, flushed to the operating system after the header and
+    after every image: a killed process keeps every finished image. With ``resume=True`` an existing
+    ``.partial`` (plain, or gzip from an older writer) or a finished ``path`` is kept: its complete lines
+    stay, ``done_ids`` lists their images, and new images are appended. The classes must be the same.
     ``done_ids`` also grows with every ``write`` (an image written twice is an error).
     """
 
@@ -168,48 +248,47 @@ class ResultsWriter:
                 raise ResultsError(f'{self.path}:1: written for other classes')
             os.replace(self.path, self.partial)     # finished earlier: reopen it, nothing left to add
         if resume and os.path.exists(self.partial):
-            self._raw, self._f = self._reopen()
+            self._f = self._reopen()
         else:
-            self._raw = open(self.partial, 'wb')
-            self._f = _open_write(self._raw, self._gz)
-            self._f.write(_header(self.classes))
+            self._f = self._fresh()
 
-    def _reopen(self) -> tuple[IO[bytes], IO[bytes]]:
-        """Keep the complete lines of the partial file. Plain text is truncated after the last one;
-        gzip is re-compressed line by line into a fresh stream (a torn one cannot be appended to)."""
+    def _fresh(self) -> IO[bytes]:
+        f = open(self.partial, 'wb')
+        f.write(_header(self.classes))
+        f.flush()
+        return f
+
+    def _reopen(self) -> IO[bytes]:
+        """Keep the complete lines of the partial file: plain text is truncated after the last one; a gzip
+        partial (a finished file reopened, or an older writer's) is rewritten as plain lines."""
         with _open_read(self.partial) as f:
+            compressed = isinstance(f, gzip.GzipFile)
             lines = _lines(f, self.partial, tolerate_torn=True)
             first = next(lines, None)
             if first is None:                       # not even a complete header: start afresh
-                raw = open(self.partial, 'wb')
-                out = _open_write(raw, self._gz)
-                out.write(_header(self.classes))
-                return raw, out
+                return self._fresh()
             if _parse_header(first[1], self.partial) != self.classes:
                 raise ResultsError(f'{self.partial}:1: written for other classes; delete it or '
                                    'resume with the same class list')
-            if self._gz:
+            if compressed:
                 tmp = self.partial + '.tmp'
-                raw = open(tmp, 'wb')
-                out = _open_write(raw, True)
                 try:
-                    out.write(first[1])
-                    for _, line in self._complete(lines):
-                        out.write(line)
+                    with open(tmp, 'wb') as out:
+                        out.write(first[1])
+                        for _, line in self._complete(lines):
+                            out.write(line)
                 except BaseException:
-                    out.close()
-                    raw.close()
                     os.unlink(tmp)
                     raise
                 os.replace(tmp, self.partial)
-                return raw, out
+                return open(self.partial, 'ab')
             end = len(first[1])
             for _, line in self._complete(lines):
                 end += len(line)
         raw = open(self.partial, 'r+b')
         raw.truncate(end)
         raw.seek(end)
-        return raw, raw
+        return raw
 
     def _complete(self, lines):
         """Complete, parseable lines; an unparseable line is dropped only when it is the last one."""
@@ -226,7 +305,7 @@ class ResultsWriter:
             yield number, line
 
     def write(self, image_id: str, width: int, height: int, labels, scores, rles) -> None:
-        """Append one image. Masks must be RLEs of the original size ``[height, width]``."""
+        """Append one image and flush it. Masks must be RLEs of the original size ``[height, width]``."""
         image_id, width, height = str(image_id), int(width), int(height)
         if image_id in self.done_ids:
             raise ResultsError(f'{self.partial}: image {image_id} written twice')
@@ -248,20 +327,28 @@ class ResultsWriter:
             counts.append(c.decode('ascii') if isinstance(c, bytes) else c)
         self._f.write(_dumps({'image_id': image_id, 'width': width, 'height': height,
                               'labels': labels, 'scores': scores, 'counts': counts}))
+        self._f.flush()
         self.done_ids.add(image_id)
 
-    def _close_files(self) -> None:
-        if self._f is not self._raw:
-            self._f.close()
-        self._raw.close()
-
     def close(self) -> None:
-        """Finish the file: flush, close and rename ``.partial`` to the final name."""
+        """Finish the file: plain text is renamed to ``path``; gzip is compressed into ``path + '.tmp'``,
+        renamed to ``path``, and only then is the partial file removed."""
         if self._closed:
             return
         self._closed = True
-        self._close_files()
-        os.replace(self.partial, self.path)
+        self._f.close()
+        if not self._gz:
+            os.replace(self.partial, self.path)
+            return
+        tmp = self.path + '.tmp'
+        try:
+            with open(self.partial, 'rb') as src, open(tmp, 'wb') as raw, _open_write(raw) as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        os.replace(tmp, self.path)
+        os.unlink(self.partial)
 
     def __enter__(self):
         return self
@@ -271,21 +358,23 @@ class ResultsWriter:
             self.close()
         elif not self._closed:
             self._closed = True
-            self._close_files()                     # keep what was written: the run can resume
+            self._f.close()                         # keep what was written: the run can resume
         return False
 
 
 def main(argv=None) -> None:
     """Summarise a results file: classes, images, detections."""
     import argparse
-    from tqdm import tqdm
+
+    from ..common.cli import add_progress_flag, progress
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument('results', nargs='+')
+    add_progress_flag(parser)
     args = parser.parse_args(argv)
     for path in args.results:
         classes = read_classes(path)
         images = dets = 0
-        for rec in tqdm(iter_results(path), desc=os.path.basename(path), unit='img', disable=None):
+        for rec in progress(iter_results(path), args.progress, desc=os.path.basename(path), unit='img'):
             images += 1
             dets += len(rec.labels)
         print(f'{path}: {len(classes)} classes, {images} images, {dets} detections')

@@ -3,8 +3,10 @@
 Checks: the header; every test id exactly once (given the id list, e.g. sample_empty_submission.csv);
 positive integer sizes that match the known image sizes (from the id list or a sizes CSV); well-formed
 ``LabelName Confidence EncodedMask`` triples; labels in the class list; finite confidences in [0, 1];
-every EncodedMask base64 + zlib + COCO RLE whose runs cover exactly ImageHeight x ImageWidth pixels.
-Masks are checked in the compressed domain (mask_codec.run_totals, batched per image), never decoded.
+every EncodedMask base64 + zlib + COCO RLE whose runs cover exactly ImageHeight x ImageWidth pixels
+(mask_codec.check_encoded: the decoder every other step uses, in the compressed domain, batched per
+image); no double quotes (the format has none). A last line without its newline is a warning: the file
+may have been cut at a row boundary.
 Detections per image and the file size are reported, and flagged against limits when given.
 
 Every problem is listed as ``file:line: image id: what``; the submission streams through in one pass,
@@ -18,28 +20,24 @@ holding only the ids seen (and the id list).
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
-import csv
-import math
 import os
 import sys
-import zlib
 from dataclasses import dataclass, field
 
-from tqdm import tqdm
-
-from ..common.cli import run
+from ..common.cli import add_progress_flag, progress as progress_bar, run
 from ..common.errors import DataError
 from ..common.hierarchy import class_list
-from ..common.mask_codec import rle_areas, run_totals
-from ..common.submission import HEADER, SubmissionError, parse_row, read_image_list
+from ..common.mask_codec import check_encoded, rle_areas
+from ..common.submission import (HEADER, SubmissionError, parse_confidence, parse_row, read_image_list,
+                                 split_line)
+from ..common.textio import open_text
 
 
 @dataclass
 class ValidationReport:
     path: str
     problems: list[str] = field(default_factory=list)   # the first ``max_listed``
+    warnings: list[str] = field(default_factory=list)
     n_problems: int = 0
     images: int = 0
     expected_images: int | None = None
@@ -81,35 +79,30 @@ def _check_detections(rep: ValidationReport, parts: list[str], width: int, heigh
     if len(parts) % 3:
         rep.add(f'{where}: PredictionString has {len(parts)} fields, not a multiple of 3')
         return
-    counts, which = [], []
     for k in range(0, len(parts), 3):
-        label, conf, enc = parts[k:k + 3]
         at = f'{where}: detection {k // 3 + 1}'
-        if classes is not None and label not in classes:
-            rep.add(f'{at}: label {label!r} is not in the class list')
+        if classes is not None and parts[k] not in classes:
+            rep.add(f'{at}: label {parts[k]!r} is not in the class list')
         try:
-            score = float(conf)
-        except ValueError:
-            score = math.nan
-        if not (math.isfinite(score) and 0.0 <= score <= 1.0):
-            rep.add(f'{at}: confidence {conf!r} is not a number in [0, 1]')
-        try:
-            counts.append(zlib.decompress(base64.b64decode(enc, validate=True)))
-            which.append(at)
-        except (binascii.Error, zlib.error, ValueError):
-            rep.add(f'{at}: mask is not base64-encoded zlib data')
-    if not counts:
+            parse_confidence(parts[k + 1], at)
+        except SubmissionError as e:
+            rep.add(str(e))
+    if not parts:
         return
-    totals = run_totals(counts)
-    good = []
-    for at, c, total in zip(which, counts, totals):
-        if total != width * height:
-            what = 'is not a valid COCO RLE' if total < 0 else f'covers {total} pixels'
-            rep.add(f'{at}: mask {what}, expected {height}x{width} = {width * height}')
-        else:
-            good.append({'size': [height, width], 'counts': c})
+    rles, problems = check_encoded(parts[2::3], height, width)
+    for k, problem in problems:
+        rep.add(f'{where}: detection {k + 1}: {problem}')
+    good = [r for r in rles if r is not None]
     if good:
         rep.empty_masks += int((rle_areas(good) == 0).sum())
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, 'rb') as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b'\n'
 
 
 def validate_submission(path: str, ids: str | None = None, classes: list[str] | None = None,
@@ -130,17 +123,22 @@ def validate_submission(path: str, ids: str | None = None, classes: list[str] | 
     class_set = set(classes) if classes is not None else None
     seen: dict[str, int] = {}
     rep.file_bytes = os.path.getsize(path)
-    with open(path, newline='') as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header != HEADER:
-            rep.add(f'{path}:1: header {header!r}, expected {",".join(HEADER)}')
-            if header is None:
-                return rep
-        for row in tqdm(reader, desc='validate', unit='img', disable=None if progress else True):
-            line = reader.line_num
+    if not _ends_with_newline(path):
+        rep.warnings.append(f'{path}: the last line has no newline: was the file cut short?')
+    with open_text(path) as f:
+        first = next(f, None)
+        if first is None:
+            rep.add(f'{path}:1: empty file, expected the header {",".join(HEADER)}')
+            return rep
+        try:
+            header = split_line(first, path, 1)
+            if header != HEADER:
+                rep.add(f'{path}:1: header {header!r}, expected {",".join(HEADER)}')
+        except SubmissionError as e:
+            rep.add(str(e))
+        for line, text in enumerate(progress_bar(f, progress, desc='validate', unit='img'), start=2):
             try:
-                r = parse_row(row, path, line, parse=False)
+                r = parse_row(split_line(text, path, line), path, line, parse=False)
             except SubmissionError as e:
                 rep.add(str(e))
                 continue
@@ -155,8 +153,6 @@ def validate_submission(path: str, ids: str | None = None, classes: list[str] | 
             w, h = known.get(r.image_id, (None, None))
             if w is not None and (w, h) != (r.width, r.height):
                 rep.add(f'{where}: size {r.width}x{r.height}, the image is {w}x{h}')
-            if r.width <= 0 or r.height <= 0:
-                rep.add(f'{where}: size {r.width}x{r.height} is not positive')
             parts = r.text.split()
             n = len(parts) // 3
             rep.detections += n
@@ -186,12 +182,15 @@ def main(argv=None) -> None:
     parser.add_argument('--max-dets', type=int, default=None, help='flag images with more detections')
     parser.add_argument('--max-bytes', type=int, default=None, help='flag a larger file')
     parser.add_argument('--max-listed', type=int, default=100, help='problems to list (all are counted)')
+    add_progress_flag(parser)
     args = parser.parse_args(argv)
     rep = validate_submission(args.submission, args.ids, class_list(args.classes), args.sizes,
-                              args.max_dets, args.max_bytes, args.max_listed, progress=True)
+                              args.max_dets, args.max_bytes, args.max_listed, progress=args.progress)
     for problem in rep.problems:
         print(problem)
-    print(rep.summary(), file=sys.stderr)
+    for warning in rep.warnings:
+        print(f'warning: {warning}', file=sys.stderr)
+    print(rep.summary())
     if not rep.ok:
         raise DataError(f'{args.submission}: INVALID, {rep.n_problems} problems')
     print(f'{args.submission}: OK', file=sys.stderr)
