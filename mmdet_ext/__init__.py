@@ -6,12 +6,15 @@ class-count argument (``models``), the challenge metric (``challenge_metric``), 
 that resume without re-reading the images already trained on (``loops``, ``samplers``).
 ``apply_device_defaults`` adapts fp16 / nccl configs to CPU-only machines.
 """
-from . import checkpoint  # noqa: F401  (registers the weights_only=False loaders)
-from . import fileio  # noqa: F401  (registers the gs:// storage backend)
-from . import loops, samplers  # noqa: F401  (resume without re-reading trained images)
+from . import (  # noqa: F401  (resume without re-reading trained images)
+    checkpoint,  # noqa: F401  (registers the weights_only=False loaders)
+    fileio,  # noqa: F401  (registers the gs:// storage backend)
+    loops,
+    samplers,
+)
+from .challenge_metric import OIDChallengeMetric
 from .datasets import OIDInstanceDataset
 from .device import apply_device_defaults
 from .models import OIDCascadeRoIHead
-from .challenge_metric import OIDChallengeMetric
 
 __all__ = ['apply_device_defaults', 'OIDCascadeRoIHead', 'OIDChallengeMetric', 'OIDInstanceDataset']

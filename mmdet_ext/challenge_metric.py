@@ -29,15 +29,15 @@ import os
 from typing import Sequence
 
 import numpy as np
+from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
-from mmdet.registry import METRICS
 
 from util.common.errors import DataError
-from util.metric.classes import load_classes
 from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY
 from util.common.mask_codec import encode_binary_batch
-from util.metric.detections import class_indices, check_scores
+from util.metric.classes import load_classes
+from util.metric.detections import check_scores, class_indices
 from util.metric.evaluator import ImageTask, evaluate_tasks
 from util.metric.groundtruth import MaskFinder, read_ground_truth
 from util.metric.rules import TIES, check_ties

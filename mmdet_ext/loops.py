@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import logging
 
+from mmdet.registry import LOOPS
 from mmengine.logging import print_log
 from mmengine.runner.loops import IterBasedTrainLoop, _InfiniteDataloaderIterator
-
-from mmdet.registry import LOOPS
 
 
 class _Consumed:

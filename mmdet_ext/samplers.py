@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import itertools
 
-from mmengine.dataset import InfiniteSampler
-
 from mmdet.datasets.samplers import AspectRatioBatchSampler
 from mmdet.registry import DATA_SAMPLERS
+from mmengine.dataset import InfiniteSampler
 
 
 @DATA_SAMPLERS.register_module()

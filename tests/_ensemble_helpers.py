@@ -99,8 +99,8 @@ def write_images(folder: str, count: int, ext: str = '.jpg', seed: int = 0) -> l
 
 
 def leaf_metainfo() -> dict:
-    from util.data.annotations import make_metainfo
     from util.common.hierarchy import load_default
+    from util.data.annotations import make_metainfo
     return make_metainfo(load_default(), 'leaf')
 
 

@@ -8,9 +8,8 @@ perturb a GT mask, be empty, duplicate another (exact ties), score 0 or below th
 from __future__ import annotations
 
 import numpy as np
-from pycocotools import mask as mask_utils
-
 from _eval_literal import LImage, LObject
+from pycocotools import mask as mask_utils
 
 TEDDY, TOY, BEAR, CARNIVORE = '/m/0kmg4', '/m/0138tl', '/m/01dws', '/m/01lrl'
 TORTOISE, TURTLE, REPTILE = '/m/011k07', '/m/09dzg', '/m/06bt6'

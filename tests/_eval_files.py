@@ -14,12 +14,18 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-
 from _eval_cases import DET_POOL, GT_POOL, random_blob
 from _eval_literal import LImage, LObject
+
 from util.common.hierarchy import load_default
 from util.common.mask_codec import encode_mask, resize_nearest
-from util.common.oid_files import BBOX_COLUMNS, LABELS_COLUMNS, MASKS_COLUMNS, mask_png_name, masks_subdir
+from util.common.oid_files import (
+    BBOX_COLUMNS,
+    LABELS_COLUMNS,
+    MASKS_COLUMNS,
+    mask_png_name,
+    masks_subdir,
+)
 from util.common.submission import SubmissionWriter
 
 

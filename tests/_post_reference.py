@@ -15,9 +15,9 @@ import warnings
 import zlib
 
 import numpy as np
+from conftest import REPO
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
-from conftest import REPO
 
 PY = sys.executable
 HIERARCHY_JSON = os.path.join(REPO, 'data', 'challenge-2019-label300-segmentable-hierarchy.json')

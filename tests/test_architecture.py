@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 HEAVY = {'torch', 'mmdet', 'mmcv', 'mmengine', 'torchvision'}

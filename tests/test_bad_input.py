@@ -17,9 +17,8 @@ import sys
 import zlib
 
 import pytest
-from pycocotools import mask as mask_utils
-
 from conftest import REPO
+from pycocotools import mask as mask_utils
 
 PY = sys.executable
 TIMEOUT = 60

@@ -16,9 +16,10 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import REPO
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from util.common.errors import DataError
 from util.common.mask_codec import decode_encoded_batch
 from util.common.submission import iter_submission

@@ -7,7 +7,13 @@ import argparse
 import sys
 
 import mmdet_ext  # noqa: F401  (checkpoint fix, datasets, models)
-from mmdet_ext.launch import add_runner_args, load_config, prepare_train_config, run_mode, set_local_rank
+from mmdet_ext.launch import (
+    add_runner_args,
+    load_config,
+    prepare_train_config,
+    run_mode,
+    set_local_rank,
+)
 from util.common.cli import run
 
 

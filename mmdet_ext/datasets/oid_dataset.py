@@ -12,10 +12,10 @@ import os.path as osp
 from typing import List
 
 import numpy as np
-from mmengine.fileio import get_local_path, join_path
-from mmengine.utils import is_abs
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
+from mmengine.fileio import get_local_path, join_path
+from mmengine.utils import is_abs
 
 from util.data.annotations import load_annotations
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from mmdet.models.roi_heads.mask_heads.fcn_mask_head import BYTES_PER_FLOAT, GPU_MEM_LIMIT, _do_paste_mask
+from mmdet.models.roi_heads.mask_heads.fcn_mask_head import (
+    BYTES_PER_FLOAT,
+    GPU_MEM_LIMIT,
+    _do_paste_mask,
+)
 
 
 def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,

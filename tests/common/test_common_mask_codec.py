@@ -4,12 +4,22 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
 from util.common.errors import DataError
-from util.common.mask_codec import (check_encoded, check_rles, decode_encoded, decode_encoded_batch, decode_mask,
-                                    encode_mask, encoded_to_rle, rle_to_encoded, run_totals)
+from util.common.mask_codec import (
+    check_encoded,
+    check_rles,
+    decode_encoded,
+    decode_encoded_batch,
+    decode_mask,
+    encode_mask,
+    encoded_to_rle,
+    rle_to_encoded,
+    run_totals,
+)
 
 
 def coco_counts(runs, h, w) -> bytes:

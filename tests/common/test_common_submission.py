@@ -4,8 +4,14 @@ import gzip
 import pytest
 
 from util.common.errors import DataError
-from util.common.submission import (HEADER, SubmissionError, iter_lockstep, iter_submission, parse_confidence,
-                                    read_image_list)
+from util.common.submission import (
+    HEADER,
+    SubmissionError,
+    iter_lockstep,
+    iter_submission,
+    parse_confidence,
+    read_image_list,
+)
 from util.common.textio import open_text
 
 HEAD = ','.join(HEADER)
@@ -117,6 +123,7 @@ def test_text_files_gzip_latin1_and_a_cut_character(tmp_path):
 
 def test_writer_gives_csv_writers_bytes_and_refuses_what_needs_quoting(tmp_path):
     import csv
+
     from util.common.submission import SubmissionWriter
     rows = [('a1', 4, 3, '/m/01 0.5 eJwzBAAAMgAz'), ('b2', 10, 20, ''), ('c3', 1, 1, '/m/02 1 x /m/03 0 y')]
     with SubmissionWriter(str(tmp_path / 'ours.csv')) as w:

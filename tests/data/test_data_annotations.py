@@ -4,12 +4,11 @@ import os
 import numpy as np
 import pytest
 
-from conftest import REPO
-from util.data.annotations import load_annotations, make_metainfo, save_annotations
-from util.data.build import label_map
 from util.common.errors import DataError
 from util.common.hierarchy import load_default
 from util.common.mask_codec import decode_rle, encode_binary
+from util.data.annotations import load_annotations, make_metainfo, save_annotations
+from util.data.build import label_map
 
 TEDDY, TOY, BEAR, CARNIVORE = '/m/0kmg4', '/m/0138tl', '/m/01dws', '/m/01lrl'
 

@@ -8,16 +8,16 @@ import sys
 from collections import defaultdict
 
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from util.data.annotations import load_annotations
-from util.data.build import build, make_source, main
 from util.common.cli import run
 from util.common.hierarchy import load_default
 from util.common.image_io import read_mask
 from util.common.mask_codec import decode_rle, encode_binary, resize_nearest
+from util.data.annotations import load_annotations
+from util.data.build import build, main, make_source
 from util.data.synthetic import generate
-from conftest import REPO
 
 TEDDY = '/m/0kmg4'
 TRAIN_CSV = 'challenge-2019-train-segmentation-masks.csv'

@@ -5,17 +5,16 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 from pycocotools.coco import COCO
 
+from util.common.cli import run
+from util.common.mask_codec import decode_rle
 from util.data.annotations import load_annotations, save_annotations
 from util.data.build import build, make_source
-from util.common.cli import run
 from util.data.draw import main as draw_main
-from util.common.mask_codec import decode_rle
 from util.data.synthetic import generate
-from conftest import REPO
-
 
 
 @pytest.fixture(scope='module')

@@ -1,18 +1,24 @@
 """Rebalancing by rank bands: the band rules on a small known case, even spreading, the CLI."""
 import csv
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO
-from util.data.annotations import make_metainfo, save_annotations
+
 from util.common.errors import DataError
 from util.common.hierarchy import load_default
-from util.data.rebalance import (Band, class_images, draw_round, parse_bands, rank_classes, rebalance,
-                            spread_evenly)
+from util.data.annotations import make_metainfo, save_annotations
+from util.data.rebalance import (
+    Band,
+    class_images,
+    draw_round,
+    parse_bands,
+    rank_classes,
+    rebalance,
+    spread_evenly,
+)
 
 BANDS = 'down:0-0:8,keep:1-1,up:2-3:14,repeat:4-:3'
 

@@ -6,16 +6,15 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from util.data.annotations import load_annotations
 from util.common.cli import run
 from util.common.errors import DataError
+from util.data.annotations import load_annotations
 from util.data.shards import main, shard_bounds, shard_name
 from util.data.synthetic import generate
-from conftest import REPO
-
 
 
 @settings(max_examples=60, deadline=None)

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from util.common.hierarchy import load_default
 from util.common.oid_files import BBOX_COLUMNS, LABELS_COLUMNS, MASKS_COLUMNS
 from util.data.synthetic import DEFAULT_CLASSES, SHAPES, generate, shape_mask

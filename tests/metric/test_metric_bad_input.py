@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from _eval_files import write_dataset
 from conftest import REPO
 

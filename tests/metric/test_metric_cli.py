@@ -5,19 +5,18 @@ import dataclasses
 import subprocess
 import sys
 
+import _eval_literal as literal
 import numpy as np
 import pytest
+from _eval_files import write_dataset
+from conftest import REPO
 from PIL import Image
 
-import _eval_literal as literal
-from _eval_files import write_dataset
 from util.common.cli import run
-from util.metric.evaluate import evaluate_files, main
 from util.common.hierarchy import load_default, read_class_names
 from util.common.mask_codec import encode_mask
 from util.common.submission import SubmissionWriter
-from conftest import REPO
-
+from util.metric.evaluate import evaluate_files, main
 
 
 @pytest.fixture(scope='module')

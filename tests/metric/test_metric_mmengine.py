@@ -4,17 +4,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _eval_files import write_dataset
 from mmdet.structures import DetDataSample
 from mmengine.evaluator import Evaluator
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData
 
 import mmdet_ext.challenge_metric  # noqa: F401  (registers OIDChallengeMetric)
-from _eval_files import write_dataset
 from util.common.errors import DataError
-from util.metric.evaluate import evaluate_files
-from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, load_default, read_class_names
+from util.common.hierarchy import (
+    DEFAULT_CLASSES,
+    DEFAULT_HIERARCHY,
+    load_default,
+    read_class_names,
+)
 from util.common.mask_codec import encode_binary_batch, encode_mask
+from util.metric.evaluate import evaluate_files
 
 
 @pytest.fixture(scope='module', autouse=True)

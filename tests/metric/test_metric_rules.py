@@ -5,15 +5,33 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import _eval_literal as literal
 import numpy as np
 import pytest
-
-import _eval_literal as literal
-from _eval_cases import (BEAR, CARNIVORE, GUITAR, MAN, PERSON, TEDDY, TOY, random_image, rle, to_fast)
+from _eval_cases import (
+    BEAR,
+    CARNIVORE,
+    GUITAR,
+    MAN,
+    PERSON,
+    TEDDY,
+    TOY,
+    random_image,
+    rle,
+    to_fast,
+)
 from _eval_literal import LImage, LObject
+
 from util.common.hierarchy import load_default, read_class_names
-from util.metric.rules import (APAccumulator, Classes, Detections, GroundTruth, average_precision, evaluate_image,
-                             precision_recall)
+from util.metric.rules import (
+    APAccumulator,
+    Classes,
+    Detections,
+    GroundTruth,
+    average_precision,
+    evaluate_image,
+    precision_recall,
+)
 
 H, W = 10, 10
 

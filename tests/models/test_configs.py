@@ -7,10 +7,10 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import REPO
+
 from mmdet_ext.device import apply_device_defaults
-from mmdet_ext.launch import load_config, prepare_train_config, resolve_checkpoint
+from mmdet_ext.launch import load_config, resolve_checkpoint
 from util.common.errors import DataError
 
 CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, 'configs/**/*.py'), recursive=True)
@@ -50,7 +50,7 @@ def test_model_builds_on_cpu(path):
     assert [h.num_classes for h in model.roi_head.mask_head] == [n] * 3
     assert model.roi_head.bbox_head[0].fc_cls.out_features == n + 1
     if 'dconv' in path:
-        from mmcv.ops import ModulatedDeformConv2dPack, DeformConv2dPack
+        from mmcv.ops import DeformConv2dPack, ModulatedDeformConv2dPack
         assert any(isinstance(m, (DeformConv2dPack, ModulatedDeformConv2dPack)) for m in model.modules())
 
 

@@ -1,9 +1,8 @@
 """tools/convert_pretrained.py on a real (tiny) COCO-shaped mmdetection model."""
-import pytest
 import torch
+from conftest import TINY_LEAF, run_cli
 from mmengine.runner import load_checkpoint
 
-from conftest import TINY_LEAF, run_cli
 from mmdet_ext.launch import load_config
 from util.common.hierarchy import load_default
 

@@ -8,15 +8,24 @@ import subprocess
 import sys
 
 import pytest
+from _ensemble_helpers import (
+    FEW_CLASSES,
+    TINY,
+    damage,
+    leaf_metainfo,
+    one_thread,
+    save_checkpoint,
+    subprocess_env,
+    tiny_detector,
+    write_images,
+)
+from conftest import REPO
 
-from _ensemble_helpers import (FEW_CLASSES, TINY, damage, leaf_metainfo, one_thread, save_checkpoint,
-                               subprocess_env, tiny_detector, write_images)
 from mmdet_ext.ensemble import EnsembleTTA
 from mmdet_ext.ensemble.runner import ensemble_test, run_shard, select_shard
-from util.data.annotations import save_annotations
 from util.common.errors import DataError
+from util.data.annotations import save_annotations
 from util.post.results_io import iter_results
-from conftest import REPO
 
 SMALL = (160, 128)
 

@@ -6,8 +6,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from _ensemble_helpers import (
+    TINY_SCALE,
+    damage,
+    one_thread,
+    shapes_image,
+    spread_heads,
+    tiny_detector,
+)
 
-from _ensemble_helpers import TINY_SCALE, damage, one_thread, shapes_image, spread_heads, tiny_detector
 from mmdet_ext.ensemble import EnsembleTTA, merge_proposals
 
 SMALL = (160, 128)   # views other than the config's own: small, to keep CPU time down

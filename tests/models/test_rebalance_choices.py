@@ -1,11 +1,10 @@
 """The three rebalancing choices of the leaf configs build and feed batches from a generated dataset."""
 import numpy as np
 import pytest
+from conftest import REPO, run_cli
 from mmengine.runner import Runner
 
 import mmdet_ext  # noqa: F401
-
-from conftest import REPO, run_cli
 from mmdet_ext.launch import load_config
 
 VARIANTS = ['', '_class-balanced', '_class-aware']

@@ -5,12 +5,12 @@ of every training batch and a pipeline step counts the training images read from
 import gc
 
 import pytest
+from conftest import TINY_LEAF, run_cli
+from mmdet.registry import TRANSFORMS
 from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.hooks import Hook
 from mmengine.registry import DefaultScope
 
-from conftest import TINY_LEAF, run_cli
-from mmdet.registry import TRANSFORMS
 from mmdet_ext.launch import build_runner, load_config, prepare_train_config
 from mmdet_ext.samplers import ResumableAspectRatioBatchSampler
 

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 import torch
-
 from conftest import TINY_LEAF, run_cli
+
 from util.data.annotations import load_annotations
 
 pytestmark = pytest.mark.slow
@@ -73,6 +73,7 @@ def test_dist_train_two_processes_on_cpu(synthetic_data, tmp_path):
     """tools/dist_train.sh (torchrun) with 2 processes: gloo and CPU DDP instead of a crash."""
     import subprocess
     import sys
+
     from conftest import REPO
     with socket.socket() as s:                  # a port nobody else on the machine is using
         s.bind(('127.0.0.1', 0))

@@ -3,12 +3,29 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from _post_reference import (image_detections, read_csv, run_cli, same_dets, slow_cap, slow_nms, write_csv)
+from _post_reference import (
+    image_detections,
+    read_csv,
+    run_cli,
+    same_dets,
+    slow_cap,
+    slow_nms,
+    write_csv,
+)
 from conftest import REPO
-from util.common.submission import SHORTEST, format_prediction_string, parse_prediction_string
-from util.post.combine import cap_detections, combine_leaf_and_parent, combine_submissions
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from util.common.submission import (
+    SHORTEST,
+    format_prediction_string,
+    parse_prediction_string,
+)
+from util.post.combine import (
+    cap_detections,
+    combine_leaf_and_parent,
+    combine_submissions,
+)
 
 LEAF, PARENT = ['/m/l1', '/m/l2'], ['/m/p1', '/m/p2']
 

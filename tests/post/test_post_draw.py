@@ -1,12 +1,12 @@
 """util.post.draw: ground truth and predictions side by side, from real files."""
 import numpy as np
+from conftest import run_cli
 from PIL import Image
 
-from conftest import run_cli
-from util.data.annotations import load_annotations
 from util.common.hierarchy import load_default
 from util.common.mask_codec import rle_to_encoded
 from util.common.submission import SubmissionWriter
+from util.data.annotations import load_annotations
 
 
 def test_gt_as_predictions_draws_two_equal_panels(synthetic_data, tmp_path):

@@ -1,13 +1,32 @@
 """Expansion up the hierarchy, against a walk of the raw hierarchy JSON."""
 import os
 
-from hypothesis import given, settings, strategies as st
+from _post_reference import (
+    BEAR,
+    CARNIVORE,
+    REPTILE,
+    SOME_LEAVES,
+    SOME_PARENTS,
+    TEDDY,
+    TOY,
+    TURTLE,
+    image_detections,
+    read_csv,
+    run_cli,
+    same_dets,
+    slow_expand,
+    write_csv,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from _post_reference import (BEAR, CARNIVORE, REPTILE, SOME_LEAVES, SOME_PARENTS, TEDDY, TOY, TURTLE,
-                             image_detections, read_csv, run_cli, same_dets, slow_expand, write_csv)
-from util.common.submission import SHORTEST, format_prediction_string, parse_prediction_string
-from util.post.expand import Expander, expand_submission
 from util.common.hierarchy import load_default
+from util.common.submission import (
+    SHORTEST,
+    format_prediction_string,
+    parse_prediction_string,
+)
+from util.post.expand import Expander, expand_submission
 
 HIERARCHY = load_default()
 

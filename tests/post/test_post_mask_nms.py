@@ -5,9 +5,18 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from _post_reference import (
+    encode,
+    image_detections,
+    read_csv,
+    run_cli,
+    same_dets,
+    slow_nms,
+    write_csv,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from _post_reference import (encode, image_detections, read_csv, run_cli, same_dets, slow_nms, write_csv)
 from util.common.errors import DataError
 from util.post.mask_nms import mask_nms_submissions, nms_detections
 

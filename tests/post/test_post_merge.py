@@ -3,7 +3,6 @@ shard's line (the pipeline relies on it instead of validating the merged file ag
 import os
 
 import pytest
-
 from _post_reference import read_csv, run_cli
 
 HEAD = 'ImageID,ImageWidth,ImageHeight,PredictionString\n'

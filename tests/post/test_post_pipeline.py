@@ -8,17 +8,34 @@ import time
 
 import numpy as np
 import pytest
+from _post_reference import (
+    PY,
+    REPO,
+    SOME_LEAVES,
+    SOME_PARENTS,
+    read_csv,
+    rle,
+    same_dets,
+    slow_cap,
+    slow_convert,
+    slow_expand,
+    slow_nms,
+)
 
-from _post_reference import (PY, REPO, SOME_LEAVES, SOME_PARENTS, read_csv, rle, same_dets, slow_cap,
-                             slow_convert, slow_expand, slow_nms)
 from util.common.errors import DataError
 from util.common.hierarchy import load_default
 from util.post.combine import combine_leaf_and_parent
 from util.post.expand import Expander, expand_submission
 from util.post.mask_nms import mask_nms_submissions
 from util.post.merge import merge_submissions
-from util.post.pipeline import (Options, chain_plan, discover_shards, postprocess, results_dir_to_submission,
-                                run_steps)
+from util.post.pipeline import (
+    Options,
+    chain_plan,
+    discover_shards,
+    postprocess,
+    results_dir_to_submission,
+    run_steps,
+)
 from util.post.results_io import ResultsWriter
 from util.post.to_submission import results_to_submission
 

@@ -5,11 +5,18 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from _post_reference import image_detections, rle, run_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from util.common.mask_codec import run_totals
-from util.post.results_io import ResultsError, ResultsWriter, gzip_damage, iter_results, read_classes
+from util.post.results_io import (
+    ResultsError,
+    ResultsWriter,
+    gzip_damage,
+    iter_results,
+    read_classes,
+)
 
 CLASSES = ['/m/a', '/m/b', '/m/c']
 
@@ -111,6 +118,7 @@ def test_sigkill_keeps_every_written_image(tmp_path, suffix, k):
     import signal
     import subprocess
     import sys
+
     from conftest import REPO
     recs = [list(r) for r in six_records()]
     ref = str(tmp_path / f'ref{suffix}')

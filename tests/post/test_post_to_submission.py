@@ -2,9 +2,18 @@
 import os
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from _post_reference import (
+    encode,
+    image_detections,
+    read_csv,
+    rle,
+    run_cli,
+    slow_convert,
+    write_csv,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from _post_reference import encode, image_detections, read_csv, rle, run_cli, slow_convert, write_csv
 from util.post.merge import merge_submissions
 from util.post.results_io import ResultsWriter
 from util.post.to_submission import results_to_submission

@@ -2,8 +2,8 @@
 import os
 
 import numpy as np
-
 from _post_reference import HEADER, encode, run_cli, write_csv
+
 from util.post.validate import validate_submission
 
 M = np.zeros((3, 4), np.uint8)

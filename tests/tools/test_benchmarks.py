@@ -5,7 +5,6 @@ import math
 import re
 
 import pytest
-
 from conftest import run_cli
 
 BENCH = 'tools/analysis_tools/'

@@ -37,7 +37,6 @@ from util.common.submission import SubmissionWriter  # noqa: E402
 from util.post import mask_nms, to_submission  # noqa: E402
 from util.post.results_io import ResultsWriter  # noqa: E402
 
-
 LABELS = [f'/m/{k:04d}' for k in range(20)]
 
 

@@ -30,9 +30,9 @@ from pycocotools import mask as mask_utils
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+from util.common.hierarchy import load_default, read_mask_counts  # noqa: E402
 from util.data.annotations import make_metainfo, save_annotations  # noqa: E402
 from util.data.build import build, make_source  # noqa: E402
-from util.common.hierarchy import load_default, read_mask_counts  # noqa: E402
 from util.data.synthetic import generate  # noqa: E402
 
 TRAIN_IMAGES, TRAIN_MASKS = 850_000, 2_125_530

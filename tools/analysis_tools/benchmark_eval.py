@@ -29,8 +29,13 @@ sys.path.insert(0, ROOT)
 from util.common.atomic import AtomicWriter  # noqa: E402
 from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, Hierarchy  # noqa: E402
 from util.common.mask_codec import rle_to_encoded  # noqa: E402
-from util.common.oid_files import (BBOX_COLUMNS, LABELS_COLUMNS, MASKS_COLUMNS, mask_png_name,  # noqa: E402
-                                   masks_subdir)
+from util.common.oid_files import (  # noqa: E402
+    BBOX_COLUMNS,
+    LABELS_COLUMNS,
+    MASKS_COLUMNS,
+    mask_png_name,
+    masks_subdir,
+)
 from util.common.submission import SubmissionWriter  # noqa: E402
 
 LONG_SIDE = 1024

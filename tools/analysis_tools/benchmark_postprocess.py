@@ -49,7 +49,13 @@ from util.common.mask_codec import encode_binary, encoded_to_coco  # noqa: E402
 from util.common.submission import iter_lockstep  # noqa: E402
 from util.post.mask_nms import nms_detections  # noqa: E402
 from util.post.merge import merge_submissions  # noqa: E402
-from util.post.pipeline import Options, chain_plan, discover_shards, postprocess, run_step  # noqa: E402
+from util.post.pipeline import (  # noqa: E402
+    Options,
+    chain_plan,
+    discover_shards,
+    postprocess,
+    run_step,
+)
 from util.post.results_io import ResultsWriter  # noqa: E402
 
 # Pipeline step -> the line it is reported on (the leaf and parent halves of a step are summed).

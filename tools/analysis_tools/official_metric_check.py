@@ -44,15 +44,19 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from util.metric.evaluate import evaluate_files  # noqa: E402
 from util.common.hierarchy import Hierarchy  # noqa: E402
 from util.common.image_io import find_image, image_size, read_mask  # noqa: E402
 from util.common.mask_codec import decode_mask, encode_mask, resize_nearest  # noqa: E402
-from util.metric.groundtruth import MaskFinder  # noqa: E402
-from util.common.oid_files import (SEGMENTATION_COLUMNS, bbox_csv_name, labels_csv_name,  # noqa: E402
-                                   masks_csv_name)
-from util.metric.rules import TIES  # noqa: E402
+from util.common.oid_files import (  # noqa: E402
+    SEGMENTATION_COLUMNS,
+    bbox_csv_name,
+    labels_csv_name,
+    masks_csv_name,
+)
 from util.common.submission import SHORTEST, SubmissionWriter, iter_submission  # noqa: E402
+from util.metric.evaluate import evaluate_files  # noqa: E402
+from util.metric.groundtruth import MaskFinder  # noqa: E402
+from util.metric.rules import TIES  # noqa: E402
 
 PREFIX = 'OpenImagesInstanceSegmentationChallenge_'
 # Run inside the official interpreter: shims for what newer numpy / pandas removed, then the scorer's CLI.

@@ -22,8 +22,8 @@ and the physical line (and the image). Text is read through ``textio.open_text``
 from __future__ import annotations
 
 import csv
-import re
 import itertools
+import re
 from dataclasses import dataclass
 from typing import Iterator
 

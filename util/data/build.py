@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 from pycocotools import mask as mask_utils
 
-from .annotations import make_metainfo, save_annotations
 from ..common.cli import add_progress_flag, run
 from ..common.cli import progress as cli_progress
 from ..common.errors import DataError
@@ -45,6 +44,7 @@ from ..common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, SUBSETS, Hier
 from ..common.image_io import decoded_image_size, find_image, image_size, read_mask
 from ..common.mask_codec import resize_nearest
 from ..common.oid_files import MASKS_NEEDED, iter_rows, masks_subdir, split_of_masks_csv
+from .annotations import make_metainfo, save_annotations
 
 PARENT_SUBSETS = ('parent', 'parent23', 'parent25')
 

@@ -14,11 +14,11 @@ import json
 
 from pycocotools import mask as mask_utils
 
-from .annotations import load_annotations
 from ..common.atomic import AtomicWriter
 from ..common.cli import run
 from ..common.errors import DataError
 from ..common.hierarchy import DEFAULT_CLASSES, read_class_names
+from .annotations import load_annotations
 
 
 def to_coco(ann: dict, names: dict[str, str]) -> dict:

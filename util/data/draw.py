@@ -13,11 +13,11 @@ import os
 from PIL import Image
 from tqdm import tqdm
 
-from .annotations import load_annotations
 from ..common.atomic import AtomicWriter
 from ..common.cli import run
-from ..common.errors import DataError
 from ..common.drawing import draw_item
+from ..common.errors import DataError
+from .annotations import load_annotations
 
 
 def parse_args(argv=None):

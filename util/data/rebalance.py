@@ -34,10 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .annotations import load_annotations
 from ..common.atomic import AtomicWriter
 from ..common.cli import run
 from ..common.errors import DataError
+from .annotations import load_annotations
 
 PRESETS = {
     'leaf': 'down:0-23:6000,keep:24-63,up:64-240:1500,repeat:241-:10',

@@ -21,7 +21,6 @@ import sys
 import numpy as np
 import pandas as pd
 
-from .annotations import make_metainfo, save_annotations
 from ..common.atomic import AtomicWriter
 from ..common.cli import add_progress_flag, progress, run
 from ..common.errors import DataError
@@ -29,6 +28,7 @@ from ..common.hierarchy import SUBSETS, load_default
 from ..common.image_io import find_image, image_size, list_image_ids
 from ..common.oid_files import IMAGE_EXTENSIONS
 from ..common.submission import SubmissionWriter
+from .annotations import make_metainfo, save_annotations
 
 
 def read_sample_csv(path: str) -> pd.DataFrame:

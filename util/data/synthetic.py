@@ -34,8 +34,16 @@ from ..common.cli import progress as cli_progress
 from ..common.errors import DataError
 from ..common.hierarchy import load_default, read_mask_counts
 from ..common.mask_codec import resize_nearest
-from ..common.oid_files import (BBOX_COLUMNS, LABELS_COLUMNS, MASKS_COLUMNS, bbox_csv_name, labels_csv_name,
-                                mask_png_name, masks_csv_name, masks_subdir)
+from ..common.oid_files import (
+    BBOX_COLUMNS,
+    LABELS_COLUMNS,
+    MASKS_COLUMNS,
+    bbox_csv_name,
+    labels_csv_name,
+    mask_png_name,
+    masks_csv_name,
+    masks_subdir,
+)
 
 # Teddy bear first: any prefix of this list of 4 or more covers both grandparents (Carnivore, Reptile).
 DEFAULT_CLASSES = (

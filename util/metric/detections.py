@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..common.errors import DataError
-from ..common.mask_codec import check_rles, decode_encoded_batch as decode_encoded
+from ..common.mask_codec import check_rles
+from ..common.mask_codec import decode_encoded_batch as decode_encoded
 from .rules import Classes, Detections
 
 __all__ = ['class_indices', 'check_scores', 'decode_encoded', 'check_rles', 'expand_to_ancestors']

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 
 from ..common.cli import run
 from ..common.errors import DataError
+from ..common.hierarchy import read_class_names
+from ..common.submission import SubmissionError, iter_submission
 from .classes import load_classes
 from .detections import check_scores, class_indices
 from .evaluator import ImageTask, evaluate_tasks
 from .groundtruth import MaskFinder, read_ground_truth
 from .rules import TIES, EvalResult
-from ..common.hierarchy import read_class_names
-from ..common.submission import SubmissionError, iter_submission
 
 
 @dataclass

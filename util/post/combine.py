@@ -27,11 +27,19 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from ..common.cli import add_progress_flag, progress as progress_bar, run
+from ..common.cli import add_progress_flag, run
+from ..common.cli import progress as progress_bar
 from ..common.errors import DataError
-from ..common.submission import (SHORTEST, SubmissionRow, SubmissionWriter, format_prediction_string,
-                                 iter_lockstep, parse_prediction_string, split_prediction_string)
-from .mask_nms import nms_detections
+from ..common.submission import (
+    SHORTEST,
+    SubmissionRow,
+    SubmissionWriter,
+    format_prediction_string,
+    iter_lockstep,
+    parse_prediction_string,
+    split_prediction_string,
+)
+from .mask_nms import nms_detections, pool_rows
 
 
 def cap_detections(dets: list, max_dets: int | None) -> list:
@@ -102,16 +110,7 @@ def combine_leaf_and_parent(leaf: str, parents: list[str], out: str, iou_thr: fl
 
 def _merge_parents(paths, rows, iou_thr, vote) -> list[tuple[str, float, str]]:
     """The parent inputs' detections of one image, pooled and mask-NMS-merged; errors name file:line."""
-    pooled, origin = [], []
-    for p, r in zip(paths, rows):
-        dets = _parse(p, r)
-        pooled.extend(dets)
-        origin.extend((p, r, k) for k in range(len(dets)))
-
-    def where(i):
-        p, r, k = origin[i]
-        return f'{_where(p, r)}: detection {k + 1}'
-
+    pooled, where = pool_rows(paths, rows, [_parse(p, r) for p, r in zip(paths, rows)])
     return nms_detections(pooled, rows[0].height, rows[0].width, iou_thr, vote, where)[0]
 
 

@@ -16,14 +16,14 @@ import os
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ..data.annotations import load_annotations
 from ..common.atomic import AtomicWriter
 from ..common.cli import run
-from ..common.errors import DataError
 from ..common.drawing import draw_item, side_by_side
+from ..common.errors import DataError
 from ..common.hierarchy import load_default
 from ..common.mask_codec import decode_encoded_batch
 from ..common.submission import iter_submission
+from ..data.annotations import load_annotations
 
 
 def _tight_box(rle: dict) -> list[float]:

@@ -22,10 +22,15 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from ..common.cli import add_progress_flag, progress as progress_bar, run
+from ..common.cli import add_progress_flag, run
+from ..common.cli import progress as progress_bar
 from ..common.errors import DataError
 from ..common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, Hierarchy, class_list
-from ..common.submission import SubmissionWriter, iter_submission, split_prediction_string
+from ..common.submission import (
+    SubmissionWriter,
+    iter_submission,
+    split_prediction_string,
+)
 
 
 class Expander:

@@ -35,7 +35,8 @@ from typing import Callable
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..common.cli import add_progress_flag, progress as progress_bar, run
+from ..common.cli import add_progress_flag, run
+from ..common.cli import progress as progress_bar
 from ..common.mask_codec import decode_encoded_batch, encode_binary, rle_to_encoded
 from ..common.submission import SHORTEST, SubmissionWriter, iter_lockstep
 

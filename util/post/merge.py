@@ -22,7 +22,8 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from ..common.cli import add_progress_flag, progress as progress_bar, run
+from ..common.cli import add_progress_flag, run
+from ..common.cli import progress as progress_bar
 from ..common.errors import DataError
 from ..common.submission import SubmissionWriter, iter_submission, read_image_list
 

@@ -47,7 +47,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..common.atomic import AtomicWriter
-from ..common.cli import add_progress_flag, progress as progress_bar, run
+from ..common.cli import add_progress_flag, run
+from ..common.cli import progress as progress_bar
 from ..common.errors import DataError
 from ..common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, Hierarchy, class_list
 from .combine import combine_leaf_and_parent

@@ -382,5 +382,6 @@ def main(argv=None) -> None:
 
 if __name__ == '__main__':
     import sys
+
     from ..common.cli import run
     sys.exit(run(main))

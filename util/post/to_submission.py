@@ -29,7 +29,8 @@ import math
 import sys
 from dataclasses import dataclass
 
-from ..common.cli import add_progress_flag, progress as progress_bar, run
+from ..common.cli import add_progress_flag, run
+from ..common.cli import progress as progress_bar
 from ..common.errors import DataError
 from ..common.mask_codec import check_rles, rle_to_encoded
 from ..common.submission import SubmissionWriter, read_image_list

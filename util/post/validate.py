@@ -24,12 +24,19 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from ..common.cli import add_progress_flag, progress as progress_bar, run
+from ..common.cli import add_progress_flag, run
+from ..common.cli import progress as progress_bar
 from ..common.errors import DataError
 from ..common.hierarchy import class_list
 from ..common.mask_codec import check_encoded, rle_areas
-from ..common.submission import (HEADER, SubmissionError, parse_confidence, parse_row, read_image_list,
-                                 split_line)
+from ..common.submission import (
+    HEADER,
+    SubmissionError,
+    parse_confidence,
+    parse_row,
+    read_image_list,
+    split_line,
+)
 from ..common.textio import open_text
 
 
