@@ -45,7 +45,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 
 from util.common.hierarchy import load_default  # noqa: E402
-from util.common.mask_codec import encode_binary, encoded_to_coco  # noqa: E402
+from util.common.mask_codec import decode_encoded, encode_binary  # noqa: E402
 from util.common.submission import iter_lockstep  # noqa: E402
 from util.post.mask_nms import nms_detections  # noqa: E402
 from util.post.merge import merge_submissions  # noqa: E402
@@ -136,7 +136,7 @@ def dense_nms(dets, height, width, thr=0.5):
     keep = []
     for label in dict.fromkeys(d[0] for d in dets):
         idx = sorted((i for i, d in enumerate(dets) if d[0] == label), key=lambda i: -dets[i][1])
-        masks = [mask_utils.decode(encoded_to_coco(dets[i][2], height, width)).astype(bool) for i in idx]
+        masks = [mask_utils.decode(decode_encoded(dets[i][2], height, width)).astype(bool) for i in idx]
         dropped = set()
         for a in range(len(idx)):
             if a in dropped:

@@ -218,10 +218,6 @@ def decode_mask(encoded: str, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(decode_encoded(encoded, height, width))
 
 
-# The name benchmark_postprocess.py imports; the same strict decoder.
-encoded_to_coco = decode_encoded
-
-
 def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of a 2-D mask, pixel centres mapped as OpenCV's INTER_NEAREST does."""
     h0, w0 = mask.shape[:2]
@@ -230,7 +226,6 @@ def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     rows = np.minimum((np.arange(height) * (h0 / height)).astype(np.int64), h0 - 1)
     cols = np.minimum((np.arange(width) * (w0 / width)).astype(np.int64), w0 - 1)
     return mask[rows[:, None], cols[None, :]]
-
 
 
 def run_totals(counts: list[bytes]) -> np.ndarray:

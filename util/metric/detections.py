@@ -7,8 +7,6 @@ exactly what ``util.post.validate`` accepts.
 
     class_indices(labels, classes, where, skip_unknown)   MIDs -> class indices (+ how many were skipped)
     check_scores(scores, where)                          confidences as float64, finite
-    decode_encoded(encoded, height, width, where)        = mask_codec.decode_encoded_batch
-    check_rles(rles, height, width, where)               = mask_codec.check_rles
     expand_to_ancestors(dets, classes)                   a leaf model's detections copied to every ancestor
 """
 from __future__ import annotations
@@ -16,11 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..common.errors import DataError
-from ..common.mask_codec import check_rles
-from ..common.mask_codec import decode_encoded_batch as decode_encoded
 from .rules import Classes, Detections
-
-__all__ = ['class_indices', 'check_scores', 'decode_encoded', 'check_rles', 'expand_to_ancestors']
 
 
 def class_indices(labels, classes: Classes, where: str, skip_unknown: bool = False):

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..common.errors import DataError
 from ..common.image_io import find_image, image_size
-from .detections import check_rles, decode_encoded, expand_to_ancestors
+from ..common.mask_codec import check_rles, decode_encoded_batch
+from .detections import expand_to_ancestors
 from .groundtruth import ImageRecord, MaskFinder, load_ground_truth
 from .rules import APAccumulator, Classes, Detections, EvalResult, evaluate_image
 
@@ -67,7 +68,7 @@ def _init(classes: Classes, finder: MaskFinder, ties: str = 'official') -> None:
 def _masks(task: ImageTask, size) -> list:
     """The task's predicted masks as RLEs, each checked to cover exactly ``size`` (height, width)."""
     if task.encoded:
-        masks = decode_encoded(task.encoded, size[0], size[1], task.where)
+        masks = decode_encoded_batch(task.encoded, size[0], size[1], task.where)
     elif task.rles:
         masks = check_rles(task.rles, size[0], size[1], task.where)
     else:

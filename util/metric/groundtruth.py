@@ -43,6 +43,13 @@ class ImageRecord:
     box_where: list = field(default_factory=list)      # 'bbox.csv:LINE' (or the masks CSV's, unjoined)
     image_labels: list = field(default_factory=list)   # [(mid, positive)]
 
+    def add(self, label, box, group_of, mask_file, mask_where, box_where) -> None:
+        """One GT object: a row of every parallel list above."""
+        for values, value in ((self.labels, label), (self.boxes, box), (self.group_of, group_of),
+                              (self.mask_files, mask_file), (self.mask_where, mask_where),
+                              (self.box_where, box_where)):
+            values.append(value)
+
 
 @dataclass
 class GroundTruthFiles:
@@ -126,13 +133,7 @@ def read_ground_truth(masks_csv: str, bbox_csv: str, labels_csv: str, known, ima
         if label not in known:
             out.unknown_label_rows += 1
             continue
-        rec = record(image_id)
-        rec.labels.append(label)
-        rec.boxes.append(box)
-        rec.group_of.append(is_group)
-        rec.mask_files.append(None)
-        rec.mask_where.append(None)
-        rec.box_where.append(where)
+        record(image_id).add(label, box, is_group, None, None, where)
 
     pending: dict[tuple[str, str], list] = {}          # (image, label) -> mask rows
     for line, (name, image_id, label, *coords) in iter_rows(masks_csv, MASKS_NEEDED):
@@ -182,12 +183,7 @@ def _join(rec: ImageRecord, label: str, masks: list, unjoined: list) -> None:
             else:
                 why = 'no free box row of its label in the image'
             unjoined.append(f'{where} ({why})')
-            rec.labels.append(label)
-            rec.boxes.append(box)
-            rec.group_of.append(False)
-            rec.mask_files.append(name)
-            rec.mask_where.append(where)
-            rec.box_where.append(where)
+            rec.add(label, box, False, name, where, where)
 
 
 class MaskFinder:
