@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install "opencv-python-headless>=4.8,<5" "numpy>=1.26"
 	MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation mmcv==2.1.0
 	$(PIP) install mmengine==0.10.7 mmdet==3.3.0
-	$(PIP) install "pycocotools>=2.0.8" "pandas>=2.0" "fsspec>=2023.1" \
+	$(PIP) install "pycocotools>=2.0.8" "pandas>=2.0" "fsspec>=2023.1" "ensemble-boxes>=1.0.9" "numba>=0.59" \
 		"tqdm>=4.66" "matplotlib>=3.8" "pytest>=8" "hypothesis>=6.100"
 	$(PIP) install --no-build-isolation --no-deps -e . --config-settings editable_mode=compat
 	@# mmengine asks for the GUI build opencv-python, which shares the cv2 folder with the headless one and

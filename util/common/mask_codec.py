@@ -9,7 +9,7 @@ Decoding is strict, because pycocotools trusts its input: on an RLE whose runs d
 ``iou`` never returns and its ``decode`` returns uninitialised or missing pixels. So every EncodedMask read
 anywhere goes through ``decode_encoded``: strict base64 (no characters outside the alphabet dropped),
 complete zlib data with nothing after it, counts in pycocotools' alphabet and runs that cover exactly
-H x W pixels (``run_totals``, on the compressed counts, batched). Problems raise DataError; the batched
+H x W pixels (``rle_runs.run_totals``, on the compressed counts, compiled). Problems raise DataError; the batched
 form prefixes the caller's place (file:line: image: detection k).
 
     encode_binary(mask) / encode_binary_batch(masks)   binary HxW (NxHxW) array -> RLE(s), str counts
@@ -23,6 +23,7 @@ form prefixes the caller's place (file:line: image: detection k).
     encoded_to_rle(s, h, w)                EncodedMask -> RLE with str counts, checked
     decode_mask(s, h, w)                   EncodedMask -> binary HxW uint8 array, checked
     run_totals(counts_list)                compressed counts -> pixels each covers (-1 where malformed)
+                                           (``rle_runs``; re-exported here)
     rle_areas(rles)                        RLEs -> foreground pixels of each (batched)
     resize_nearest(mask, h, w)             binary array -> binary array of size h x w (nearest neighbour)
 """
@@ -37,6 +38,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .errors import DataError
+from .rle_runs import run_totals
 
 Where = str | Callable[[int], str]
 
@@ -226,78 +228,6 @@ def resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     rows = np.minimum((np.arange(height) * (h0 / height)).astype(np.int64), h0 - 1)
     cols = np.minimum((np.arange(width) * (w0 / width)).astype(np.int64), w0 - 1)
     return mask[rows[:, None], cols[None, :]]
-
-
-def run_totals(counts: list[bytes]) -> np.ndarray:
-    """Sum of the run lengths of each compressed RLE counts string; -1 where the string is malformed.
-
-    A mask of an H x W image must sum to exactly H*W. pycocotools' decode does not check this (with a
-    size too large it returns uninitialised pixels), so a validator needs it; decoding every mask densely
-    to find out would cost H*W bytes per mask. Vectorised over the whole batch (no per-character loop):
-    pycocotools' rleToString format (5 bits per character, 0x20 = more characters follow, 0x10 = sign of
-    the last one; from the fourth count on, the difference to the count two places before) is undone
-    with cumulative sums: one over the characters gives the counts, one per parity chain the runs (each
-    string's chain restarted by cancelling the previous string's sum at its first count). Negative runs
-    and runs over 2**32 are malformed too: pycocotools would read them as huge unsigned runs.
-    """
-    n = len(counts)
-    lens = np.fromiter(map(len, counts), np.int64, n)
-    totals = np.zeros(n, np.int64)
-    raw = np.frombuffer(b''.join(counts), np.uint8)
-    size = raw.size
-    if size == 0:
-        return totals
-    ends = np.cumsum(lens)
-    nonempty = np.flatnonzero(lens)
-    begins = (ends - lens)[nonempty]
-    bad = np.zeros(n, bool)
-
-    def mark(char_positions):
-        bad[np.searchsorted(ends, char_positions, side='right')] = True
-
-    chars = raw - np.uint8(48)                          # below '0' wraps around to > 63
-    if chars.max() > 63:
-        mark(np.flatnonzero(chars > 63))
-        chars &= np.uint8(63)
-    more = chars >= 32
-    bad[nonempty] |= more[ends[nonempty] - 1]           # last count left unterminated
-    first = np.empty(size, bool)                        # the first character of a count
-    first[0] = True
-    np.logical_not(more[:-1], out=first[1:])
-    first[begins] = True
-    idx = np.arange(size)
-    pos = idx - np.maximum.accumulate(np.where(first, idx, 0))   # place of a character in its count
-    if pos.max() > 11:                                  # more than 64 bits
-        mark(np.flatnonzero(pos > 11))
-        np.minimum(pos, 11, out=pos)
-    shift = 5 * pos
-    value = (chars & np.uint8(0x1f)).astype(np.int64) << shift
-    sign = ((chars & np.uint8(0x30)) == 0x10)           # sign bit on a count's last character
-    value -= sign.astype(np.int64) << (shift + 5)
-    starts = np.flatnonzero(first)
-    csum = np.cumsum(value)
-    before = csum[starts - 1]
-    before[0] = 0
-    x = np.diff(before, append=csum[-1])               # the counts
-    string_start = np.zeros(size, bool)
-    string_start[begins] = True
-    at_start = string_start[starts]
-    sf = np.flatnonzero(at_start)                       # first count of each non-empty string
-    k = np.arange(len(x))
-    m = k - np.maximum.accumulate(np.where(at_start, k, 0))   # place of a count in its string
-    odd = (m & 1).astype(bool)
-    runs = x
-    for chain in (odd, ~odd & (m >= 2)):
-        y = np.where(chain, x, 0)
-        seg = np.add.reduceat(y, sf)
-        y[sf[1:]] = -seg[:-1]                           # cancel the previous string's sum (y is 0 there)
-        runs = np.where(chain, np.cumsum(y), runs)
-    totals[nonempty] = np.add.reduceat(runs, sf)
-    invalid = (runs < 0) | (runs > 0xFFFFFFFF)
-    if invalid.any():
-        mark(starts[invalid])
-    totals[bad] = -1
-    return totals
 
 
 def rle_areas(rles: list[dict]) -> np.ndarray:
