@@ -80,11 +80,15 @@ def commands(gt, sub, empty, out):
         'combine': ['-m', 'util.post.combine', sub, empty, '-o', out],
         'combine_nms': ['combine_leaf_and_parent.py', '--leaf', empty, '--parent', sub, sub, '-o', out,
                         '--iou-thr', '0.5'],
+        'fuse': ['-m', 'util.post.fuse', empty, sub, '-o', out, '--no-progress', '--jobs', '2'],
+        'fuse_vote': ['-m', 'util.post.fuse', empty, sub, '-o', out, '--method', 'vote', '--no-progress'],
     }
 
 
-READERS = ['validate', 'evaluate', 'mask_nms', 'mask_nms_vote', 'expand', 'combine', 'combine_nms']
-DECODERS = ['validate', 'evaluate', 'mask_nms', 'mask_nms_vote', 'combine_nms']   # the ones that read masks
+READERS = ['validate', 'evaluate', 'mask_nms', 'mask_nms_vote', 'expand', 'combine', 'combine_nms', 'fuse',
+           'fuse_vote']
+DECODERS = ['validate', 'evaluate', 'mask_nms', 'mask_nms_vote', 'combine_nms', 'fuse',
+            'fuse_vote']   # the ones that read masks
 
 
 def run(argv, timeout=TIMEOUT):

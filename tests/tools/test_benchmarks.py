@@ -64,3 +64,17 @@ def test_resume_benchmark(tmp_path):
                     '--late-iters', '1000', '--work-dir', str(tmp_path)])
     values = last_line_values(proc, ['fetch_s_per_1k_iters', 'skip_s_at_late_iter', 'resume_speedup_at_late_iter'])
     assert values['fetch_s_per_1k_iters'] > 0 and values['resume_speedup_at_late_iter'] > 0
+
+
+def test_fusion_benchmark(tmp_path):
+    proc = run_cli([BENCH + 'benchmark_fusion.py', '--what', 'submission', '--images', '6', '--inputs', '2',
+                    '--dets', '20', '--width', '320', '--height', '240', '--objects', '40', '--jobs', '2',
+                    '--workdir', str(tmp_path)])
+    values = last_line_values(proc, ['submission_fusion_images_per_s', 'peak_rss_mb'])
+    assert values['submission_fusion_images_per_s'] > 0 and values['peak_rss_mb'] > 0
+    for method in ('wbf', 'vote', 'nms'):
+        for jobs in (1, 2):
+            assert re.search(rf'^submission_fusion_images_per_s=\S+ method={method} jobs={jobs} ', proc.stdout,
+                             re.M)
+    assert 'every method wrote the same bytes whatever --jobs' in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['input0.csv', 'input1.csv']

@@ -57,8 +57,8 @@ def greedy_suppress(ious: np.ndarray, thr: float) -> list[tuple[int, np.ndarray]
     return kept
 
 
-def vote_mask(rles: list[dict], weights: list[float]) -> dict:
-    """Score-weighted mean of the masks > 0.5, computed inside the cluster's bounding box."""
+def vote_mask(rles: list[dict], weights: list[float], thr: float = 0.5) -> dict:
+    """Weighted mean of the masks > ``thr``, computed inside the cluster's bounding box."""
     h, w = rles[0]['size']
     boxes = mask_utils.toBbox(rles)                             # x, y, w, h
     x0, y0 = int(boxes[:, 0].min()), int(boxes[:, 1].min())
@@ -70,7 +70,7 @@ def vote_mask(rles: list[dict], weights: list[float]) -> dict:
     for k, wt in enumerate(weights):
         acc += wt * masks[y0:y1, x0:x1, k]
     full = np.zeros((h, w), np.uint8)
-    full[y0:y1, x0:x1] = acc / sum(weights) > 0.5
+    full[y0:y1, x0:x1] = acc / sum(weights) > thr
     return encode_binary(full)
 
 
