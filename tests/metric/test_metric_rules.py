@@ -278,3 +278,35 @@ def test_detections_beyond_ten_thousand_per_class_are_cut(classes):
     out = evaluate_image(gt, Detections(np.full(n, classes.index[MAN]), scores, masks), classes, H, W)
     assert out.detections[classes.index[MAN]] == 10_000
     assert out.entries[classes.index[MAN]][1].sum() == 0  # the true positive was the 10,005th
+
+
+def test_outcomes_account_for_every_scored_entry(classes):
+    """Per detection outcomes (for calibration): the TP and FP detections of each class are exactly the
+    class's scored entries, each group-of GT hit gives one TP detection (the best inside it), and asking
+    for outcomes changes nothing else."""
+    from util.metric.rules import FALSE_POSITIVE, IGNORED, NOT_SCORED, TRUE_POSITIVE
+    rng = np.random.default_rng(7)
+    seen = set()
+    for k in range(600):
+        img = random_image(rng)
+        gt, dets = to_fast(img, classes)
+        plain = evaluate_image(gt, dets, classes, img.height, img.width)
+        told = evaluate_image(gt, dets, classes, img.height, img.width, outcomes=True)
+        if plain is None:
+            assert told is None
+            continue
+        assert plain.outcomes is None and told.outcomes.shape == (len(dets.scores),)
+        assert {c: (s.tolist(), t.tolist()) for c, (s, t) in plain.entries.items()} == \
+            {c: (s.tolist(), t.tolist()) for c, (s, t) in told.entries.items()}
+        codes = told.outcomes
+        seen.update(codes.tolist())
+        for c, (s, t) in told.entries.items():
+            mine = (dets.classes == c)
+            tp = np.sort(dets.scores[mine & (codes == TRUE_POSITIVE)])
+            fp = np.sort(dets.scores[mine & (codes == FALSE_POSITIVE)])
+            assert tp.tolist() == np.sort(s[t == 1]).tolist(), k
+            assert fp.tolist() == np.sort(s[t == 0]).tolist(), k
+        unscored = set(dets.classes[codes == NOT_SCORED].tolist())
+        assert not any((dets.classes == c)[codes != NOT_SCORED].any() and c not in told.entries
+                       for c in unscored)
+    assert seen == {NOT_SCORED, IGNORED, FALSE_POSITIVE, TRUE_POSITIVE}    # the cases exercise every code

@@ -5,6 +5,7 @@
     groundtruth  Google's raw GT files -> per-image ground truth (masks resized to the image)
     detections   one image's predictions -> the rules' Detections, checked strictly
     evaluator    many images through a worker pool with bounded memory -> EvalResult
+    session      the ground truth read once, for many evaluations of the same images (a search)
     evaluate     the command line                                              (python -m util.metric.evaluate)
     report       per-class CSV and precision-recall plots
 """

@@ -8,7 +8,8 @@ float32 / float64 ratios.
     Classes(mids, hierarchy)            the evaluated class list and its expansions up / down the hierarchy
     GroundTruth, Detections             one image's inputs
     expand_ground_truth(labels, image_labels, classes)   -> GT rows per class, evaluatable classes
-    evaluate_image(gt, dets, classes)   -> ImageResult: scored entries and counted GT per class (or None)
+    evaluate_image(gt, dets, classes)   -> ImageResult: scored entries and counted GT per class (or None);
+                                           outcomes=True: also TP / FP / ignored / not scored per detection
     precision_recall(scores, tp, n)     VOC curves, equal scores in the reference's order or FP-first (below)
     average_precision(precision, recall)   VOC all-points AP
     APAccumulator                       sums ImageResults over images -> EvalResult (per-class AP, mAP)
@@ -119,12 +120,21 @@ class Detections:
         return cls(np.zeros(0, np.int64), np.zeros(0, np.float64), [])
 
 
+# What the metric made of each detection (``ImageResult.outcomes``), e.g. for score calibration.
+NOT_SCORED = -2     # class not evaluatable for the image, score at the floor, empty mask, over 100 per class
+IGNORED = -1        # inside a group-of GT (not its best), or matched to a box-only GT
+FALSE_POSITIVE = 0
+TRUE_POSITIVE = 1   # matched a GT; for a group-of GT: the best-scored detection inside it
+
+
 @dataclass
 class ImageResult:
-    """Per class: scored entries (score, 1.0 = TP / 0.0 = FP), counted GT, detections kept."""
+    """Per class: scored entries (score, 1.0 = TP / 0.0 = FP), counted GT, detections kept; with
+    ``evaluate_image(..., outcomes=True)`` also each input detection's outcome (codes above)."""
     entries: dict                   # class -> (scores float64, tp float64)
     counted_gt: dict                # class -> int
     detections: dict                # class -> int
+    outcomes: np.ndarray | None = None      # (M,) int8, in the input detections' order
 
 
 # ---- overlaps ------------------------------------------------------------------------------------
@@ -191,10 +201,11 @@ def _greedy_iou(overlap, state, is_box: bool) -> None:
             to_box[i] = is_box
 
 
-def _greedy_ioa(overlap, scores, state) -> np.ndarray:
+def _greedy_ioa(overlap, scores, state, best_of=None) -> np.ndarray:
     """Group-of stage: every unflagged detection inside its best group-of GT is ignored.
 
-    Returns each hit group-of GT's best score (0 when not hit), in GT order.
+    Returns each hit group-of GT's best score (0 when not hit), in GT order; ``best_of`` (optional, one
+    per GT) receives the index of the detection that holds it (the first one at that score).
     """
     tp, _, to_group = state
     best = np.argmax(overlap, axis=1)
@@ -204,15 +215,18 @@ def _greedy_ioa(overlap, scores, state) -> np.ndarray:
         if tp[i] or to_group[i] or not v >= MATCH_THRESHOLD:
             continue
         to_group[i] = True
-        best_score[g] = max(best_score[g], scores[i])
+        if scores[i] > best_score[g]:
+            best_score[g] = scores[i]
+            if best_of is not None:
+                best_of[g] = i
     return best_score
 
 
-def match_class(scores, det_boxes, det_areas, inter, gt_boxes, gt_areas, gt_group_of):
+def match_class(scores, det_boxes, det_areas, inter, gt_boxes, gt_areas, gt_group_of, outcomes=None):
     """Scored entries of one class in one image: (scores, tp) float64 arrays.
 
     ``scores`` are sorted (descending); ``inter`` holds det x GT mask intersections (pixels), ``gt_areas``
-    0 for box-only GT.
+    0 for box-only GT. ``outcomes`` (optional, one per row) receives each row's outcome code.
     """
     n = len(scores)
     state = (np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
@@ -226,9 +240,10 @@ def match_class(scores, det_boxes, det_areas, inter, gt_boxes, gt_areas, gt_grou
         union = det_area32[:, None] + gt_areas[sel].astype(np.float32)[None, :] - i32
         _greedy_iou(i32 / np.maximum(union, MASK_EPS), state, is_box=False)
     sel = has_mask & gt_group_of                                       # (b) mask IoA, group-of
+    group_best = np.full(int(sel.sum()), -1)
     if sel.any():
         ioa = inter[:, sel].astype(np.float32) / (det_area32[:, None] + MASK_EPS)
-        best = _greedy_ioa(ioa, scores, state)
+        best = _greedy_ioa(ioa, scores, state, group_best)
         group_scores = best[best > 0]
     sel = ~has_mask & ~gt_group_of                                     # (c) box IoU, box-only
     if sel.any():
@@ -239,6 +254,9 @@ def match_class(scores, det_boxes, det_areas, inter, gt_boxes, gt_areas, gt_grou
 
     tp, to_box, to_group = state
     valid = ~to_box & ~to_group
+    if outcomes is not None:
+        outcomes[:] = np.where(valid, np.where(tp, TRUE_POSITIVE, FALSE_POSITIVE), IGNORED)
+        outcomes[group_best[group_best >= 0]] = TRUE_POSITIVE
     return (np.concatenate([scores[valid], group_scores]),
             np.concatenate([tp[valid].astype(np.float64), np.ones(len(group_scores))]))
 
@@ -290,10 +308,11 @@ def check_ties(ties: str) -> str:
 
 def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
                    height: int | None = None, width: int | None = None,
-                   ties: str = 'official') -> ImageResult | None:
+                   ties: str = 'official', outcomes: bool = False) -> ImageResult | None:
     """One image -> ImageResult, or None when it has no GT at all (ignored).
 
-    ``height``/``width`` (the image size) are needed only when there are detections.
+    ``height``/``width`` (the image size) are needed only when there are detections. ``outcomes``: also
+    say what became of every detection (``ImageResult.outcomes``; the scores are unchanged by it).
     """
     check_ties(ties)
     if not gt.labels and not gt.image_labels:
@@ -311,8 +330,9 @@ def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
 
     keep, det_areas = _kept_detections(dets, evaluatable)
     entries, kept = {}, {}
+    codes = np.full(len(dets.scores), NOT_SCORED, np.int8) if outcomes else None
     if not keep:
-        return ImageResult(entries, counted, kept)
+        return ImageResult(entries, counted, kept, codes)
     det_masks = [dets.masks[k] for k in keep]
     det_classes, det_scores = dets.classes[keep], dets.scores[keep].astype(np.float64)
     det_boxes = tight_boxes(det_masks, height, width)
@@ -323,12 +343,15 @@ def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
         rows = rows[_descending(det_scores[rows], ties)][:MAX_DETECTIONS_PER_CLASS]
         kept[c] = len(rows)
         js = members.get(c)
+        row_codes = np.full(len(rows), FALSE_POSITIVE, np.int8) if outcomes else None
         if not js:                                              # evaluatable through image labels only
             entries[c] = (det_scores[rows], np.zeros(len(rows)))
-            continue
-        entries[c] = match_class(det_scores[rows], det_boxes[rows], det_areas[rows], inter[np.ix_(rows, js)],
-                                 boxes[js], gt_areas[js], group_of[js])
-    return ImageResult(entries, counted, kept)
+        else:
+            entries[c] = match_class(det_scores[rows], det_boxes[rows], det_areas[rows],
+                                     inter[np.ix_(rows, js)], boxes[js], gt_areas[js], group_of[js], row_codes)
+        if outcomes:
+            codes[np.asarray(keep)[rows]] = row_codes
+    return ImageResult(entries, counted, kept, codes)
 
 
 # ---- AP ------------------------------------------------------------------------------------------
