@@ -8,7 +8,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.setup-done
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo clean-venv
+.PHONY: setup test test-fast test-gpu demo clean-venv
 
 setup: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install "opencv-python-headless>=4.8,<5" "numpy>=1.26"
 	MMCV_WITH_OPS=1 $(PIP) install --no-build-isolation mmcv==2.1.0
 	$(PIP) install mmengine==0.10.7 mmdet==3.3.0
-	$(PIP) install "pycocotools>=2.0.8" "pandas>=2.0" "fsspec>=2023.1" "ensemble-boxes>=1.0.9" "numba>=0.59" \
+	$(PIP) install "pycocotools>=2.0.8" "pandas>=2.0" "fsspec>=2023.1" "ensemble-boxes>=1.0.9" "numba>=0.59" "optuna>=3.6" "scikit-learn>=1.4" \
 		"tqdm>=4.66" "matplotlib>=3.8" "pytest>=8" "hypothesis>=6.100"
 	$(PIP) install --no-build-isolation --no-deps -e . --config-settings editable_mode=compat
 	@# mmengine asks for the GUI build opencv-python, which shares the cv2 folder with the headless one and
@@ -39,6 +39,11 @@ demo: setup
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+# The checks only a CUDA machine can run (tests/gpu/: fp16 training and resume, nccl DDP, the ensemble
+# tester on cuda:0 against the CPU, the shard loop on one GPU); skipped where there is no GPU.
+test-gpu: setup
+	$(PY) -m pytest tests -m cuda $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

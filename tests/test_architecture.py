@@ -9,9 +9,10 @@ import pytest
 from conftest import REPO
 
 HEAVY = {'torch', 'mmdet', 'mmcv', 'mmengine', 'torchvision'}
-PACKAGES = ('common', 'data', 'post', 'metric')
+PACKAGES = ('common', 'data', 'post', 'metric', 'search')
 # Which util packages each one may import (besides itself).
-ALLOWED = {'common': set(), 'data': {'common'}, 'metric': {'common'}, 'post': {'common', 'data'}}
+ALLOWED = {'common': set(), 'data': {'common'}, 'metric': {'common'}, 'post': {'common', 'data'},
+           'search': {'common', 'data', 'post', 'metric'}}
 
 
 def imported_modules(path: str) -> list[str]:
@@ -68,7 +69,8 @@ def test_util_imports_no_deep_learning_stack_at_run_time():
     assert p.returncode == 0 and p.stdout.strip() == '[]', p.stdout + p.stderr
 
 
-IMPORT_NAME = {'opencv-python-headless': 'cv2', 'pillow': 'PIL', 'gcsfs': 'gcsfs'}
+IMPORT_NAME = {'opencv-python-headless': 'cv2', 'pillow': 'PIL', 'gcsfs': 'gcsfs', 'scikit-learn': 'sklearn',
+               'ensemble-boxes': 'ensemble_boxes'}
 
 
 def test_every_declared_dependency_is_imported():

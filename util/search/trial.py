@@ -1,0 +1,60 @@
+"""One setting of the knobs -> the predictions it makes from the cached member-views -> their mAP.
+
+Per image, in this order (the order ``util.post.pipeline`` applies them): member scores calibrated
+(optional), the member-views fused (``util.post.fuse.fuse_image``: WBF, vote or NMS, member weights),
+score threshold, mask NMS (optional, voting optional), top ``max_per_img``; the metric then copies every
+detection to its ancestors when ``expand`` (as ``util.post.expand`` does). Everything a trial reads is
+already in memory: the members' detections and the session's ground truth.
+
+    setting_predictions(setting, members, image_ids, calibrators) -> {image_id: (labels, scores, masks)}
+    score_setting(setting, members, session, folds, calibrators)  -> (mAP fold A, mAP fold B)
+"""
+from __future__ import annotations
+
+from ..post.combine import cap_detections
+from ..post.fuse import FuseOptions, fuse_image
+from ..post.mask_nms import nms_detections
+
+
+def fuse_options(setting: dict, members) -> FuseOptions:
+    weights = tuple(float(setting['weights'][m]) for m in members.member_of)
+    return FuseOptions(method=setting['method'], weights=weights, iou_thr=float(setting['iou_thr']),
+                       conf_type=setting['conf_type'], mask_thr=float(setting['mask_thr'])).checked(len(weights))
+
+
+def image_predictions(setting: dict, members, image_id: str, options: FuseOptions, calibrators=None) -> list:
+    """The setting's final (label, score, EncodedMask) triples of one image, best first."""
+    height, width = members.sizes[image_id]
+    per_view = members.dets[image_id]
+    if setting.get('calibrate') and calibrators:
+        per_view = [_calibrated(dets, calibrators[members.member_of[k]]) for k, dets in enumerate(per_view)]
+    fused = fuse_image(per_view, width, height, options, lambda t: f'{members.names[t]}: image {image_id}')
+    fused = [d for d in fused if d[1] >= setting['score_thr']]
+    if setting.get('nms_iou') is not None:
+        fused, _ = nms_detections(fused, height, width, float(setting['nms_iou']), bool(setting.get('vote')),
+                                  f'image {image_id}')
+        fused = sorted(fused, key=lambda d: -d[1])
+    return cap_detections(fused, int(setting['max_per_img']))
+
+
+def _calibrated(dets, calibrator):
+    if not dets:
+        return dets
+    scores = calibrator.apply([d[1] for d in dets])
+    return [(label, float(s), enc) for (label, _, enc), s in zip(dets, scores)]
+
+
+def setting_predictions(setting: dict, members, image_ids, calibrators=None) -> dict:
+    options = fuse_options(setting, members)
+    out = {}
+    for image_id in image_ids:
+        dets = image_predictions(setting, members, image_id, options, calibrators)
+        out[image_id] = tuple(zip(*dets)) if dets else ((), (), ())
+    return out
+
+
+def score_setting(setting: dict, members, session, folds, calibrators=None) -> tuple[float, float]:
+    """mAP of the setting on each fold (both folds' images fused in one pass)."""
+    preds = setting_predictions(setting, members, [i for fold in folds for i in fold], calibrators)
+    expand = bool(setting.get('expand'))
+    return tuple(session.evaluate(preds, image_ids=fold, expand=expand).mean_ap for fold in folds)
