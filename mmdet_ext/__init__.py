@@ -2,7 +2,8 @@
 
 Importing the package registers: the checkpoint-loading fix for torch >= 2.6 (``checkpoint``), the Open
 Images dataset (``datasets``), a ``gs://`` storage backend (``fileio``), the cascade head with one
-class-count argument (``models``), the challenge metric (``challenge_metric``), and a train loop and batch sampler
+class-count argument and its federated twin (sigmoid loss over the classes verified per image, box-only boxes
+ignored by the assigners: ``models``), the ensemble fusions (``ensemble``), the challenge metric (``challenge_metric``), and a train loop and batch sampler
 that resume without re-reading the images already trained on (``loops``, ``samplers``).
 ``apply_device_defaults`` adapts fp16 / nccl configs to CPU-only machines.
 """

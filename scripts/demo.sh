@@ -2,16 +2,23 @@
 # The whole pipeline end to end on a synthetic dataset in the official formats, on CPU:
 #   1 data      synthetic train/validation/test download
 #   2 prepare   leaf + parent annotation files, leaf/parent rebalancing, validation and test shards
-#   3 train     two slim leaf models (seeds 0 and 1) and one slim parent model
-#   4 infer     TTA ensembles (leaf: 2 models x 2 scales x flip; parent: 1 x 2 x flip) and single leaf
-#               models over the validation and test shards (scripts/test_shards.sh)
-#   5 post      util.post.pipeline: results -> CSV, expansion, mask NMS, leaf + parent combine, validation
+#   3 train     two slim leaf models (a Cascade Mask R-CNN, seed 0; a Mask R-CNN, seed 1) and one slim
+#               parent model
+#   4 infer     TTA ensembles from configs/ensemble/ (leaf: the 2 models x 2 scales x flip, fused through
+#               shared proposals, and on validation also late by WBF and by NMS; parent: 1 x 2 x flip) and
+#               the single leaf models over the validation and test shards (scripts/test_shards.sh)
+#   5 post      util.post.pipeline: results -> CSV, expansion, mask NMS, leaf + parent combine, validation;
+#               the two single-model submissions fused by util.post.fuse (submission-level WBF)
 #   6 evaluate  the challenge metric on the validation split for every model and combination
-#   7 report    DEMO_DIR/report.md (table, stage times, pictures)
+#   7 search    tools/ensemble_search.py: the leaf members' fusion, weights and post-processing chosen on
+#               validation fold A, reported on fold B (a small Optuna study)
+#   8 report    DEMO_DIR/report.md (table, search leaderboard, stage times, pictures)
 # A finished stage is not redone (its marker DEMO_DIR/.done/<stage>); delete DEMO_DIR to start over.
 # Sizes come from the environment (the test runs a shrunken demo through this same script):
 #   DEMO_DIR (work_dirs/demo) TRAIN_IMAGES (200) VAL_IMAGES (50) TEST_IMAGES (50) LEAF_ITERS (300)
-#   PARENT_ITERS (200) NUM_SHARDS (2) SEED (0) PYTHON (.venv/bin/python if present, else python)
+#   PARENT_ITERS (200) NUM_SHARDS (2) SEED (0) DIFFICULTY (0.35: util.data.synthetic --difficulty)
+#   FEDERATED (1: train split annotated as Open Images is) SEARCH_TRIALS (20)
+#   PYTHON (.venv/bin/python if present, else python)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -23,6 +30,9 @@ LEAF_ITERS=${LEAF_ITERS:-300}
 PARENT_ITERS=${PARENT_ITERS:-200}
 NUM_SHARDS=${NUM_SHARDS:-2}
 SEED=${SEED:-0}
+DIFFICULTY=${DIFFICULTY:-0.35}
+FEDERATED=${FEDERATED:-1}
+SEARCH_TRIALS=${SEARCH_TRIALS:-20}
 if [[ -z ${PYTHON:-} ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi
@@ -34,11 +44,12 @@ DATA=$DEMO_DIR/data
 ANN=$DATA/annotations
 TIMES=$DEMO_DIR/stage_times.tsv
 LEAF_CFG=configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py
+LEAF_B_CFG=configs/tiny/mask-rcnn_r18-tiny_fpn_oid-leaf.py
+ENSEMBLES=configs/ensemble
 PARENT_CFG=configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-parent.py
 HIERARCHY=data/challenge-2019-label300-segmentable-hierarchy.json
 CLASSES=data/challenge-2019-classes-description-segmentable.csv
-VIEWS=(--scales 256,256 320,320 --flip)
-COMMON=(--score-thr 0.0 --max-per-img 30)
+SINGLE=(--scales 256,256 --score-thr 0.0 --max-per-img 30)   # a single model's view and settings
 
 # stage NAME DESCRIPTION: run stage_NAME once, timing it into stage_times.tsv.
 stage() {
@@ -57,8 +68,10 @@ stage() {
 }
 
 stage_data() {
+  local federated=()
+  if [[ $FEDERATED == 1 ]]; then federated=(--federated); fi
   "$PYTHON" -m util.data.synthetic --out "$DATA" --seed "$SEED" \
-    --train "$TRAIN_IMAGES" --val "$VAL_IMAGES" --test "$TEST_IMAGES"
+    --train "$TRAIN_IMAGES" --val "$VAL_IMAGES" --test "$TEST_IMAGES" --difficulty "$DIFFICULTY" "${federated[@]}"
 }
 
 stage_prepare() {
@@ -89,7 +102,7 @@ train() {
 
 stage_train() {
   train leaf-a "$LEAF_CFG" "$LEAF_ITERS" "$SEED"
-  train leaf-b "$LEAF_CFG" "$LEAF_ITERS" "$((SEED + 1))"
+  train leaf-b "$LEAF_B_CFG" "$LEAF_ITERS" "$((SEED + 1))"
   train parent "$PARENT_CFG" "$PARENT_ITERS" "$SEED"
 }
 
@@ -103,19 +116,19 @@ infer() {
   local split=$1 name=$2 subset=$3
   shift 3
   scripts/test_shards.sh --out-dir "$DEMO_DIR/results/$split/$name" --images-dir "$(images_of "$split")" \
-    --shards-dir "$ANN/$split-shards-$subset" --gpus 0 --workers 1 --ext .jsonl.gz --python "$PYTHON" \
-    -- "$@" "${COMMON[@]}"
+    --shards-dir "$ANN/$split-shards-$subset" --gpus 0 --workers 1 --ext .jsonl.gz --python "$PYTHON" -- "$@"
 }
 
 stage_infer() {
-  local split
+  local split leaf=(--checkpoints "$(checkpoint leaf-a)" "$(checkpoint leaf-b)")
   for split in val test; do
-    infer "$split" leaf leaf --configs "$LEAF_CFG" "$LEAF_CFG" \
-      --checkpoints "$(checkpoint leaf-a)" "$(checkpoint leaf-b)" "${VIEWS[@]}"
-    infer "$split" parent parent --configs "$PARENT_CFG" --checkpoints "$(checkpoint parent)" "${VIEWS[@]}"
+    infer "$split" leaf leaf "$ENSEMBLES/demo-leaf.py" "${leaf[@]}"
+    infer "$split" parent parent "$ENSEMBLES/demo-parent.py" --checkpoints "$(checkpoint parent)"
   done
-  infer val leaf-a leaf --configs "$LEAF_CFG" --checkpoints "$(checkpoint leaf-a)" --scales 256,256
-  infer val leaf-b leaf --configs "$LEAF_CFG" --checkpoints "$(checkpoint leaf-b)" --scales 256,256
+  infer val leaf-wbf leaf "$ENSEMBLES/demo-leaf_wbf.py" "${leaf[@]}"
+  infer val leaf-nms leaf "$ENSEMBLES/demo-leaf_nms.py" "${leaf[@]}"
+  infer val leaf-a leaf --configs "$LEAF_CFG" --checkpoints "$(checkpoint leaf-a)" "${SINGLE[@]}"
+  infer val leaf-b leaf --configs "$LEAF_B_CFG" --checkpoints "$(checkpoint leaf-b)" "${SINGLE[@]}"
 }
 
 # to_csv SPLIT NAME: one model's result shards -> one validated submission CSV of the split.
@@ -134,7 +147,9 @@ stage_post() {
   done
   cp "$DEMO_DIR/submissions/test-final.csv" "$DEMO_DIR/submission.csv"
   local name
-  for name in leaf-a leaf-b leaf; do to_csv val "$name"; done
+  for name in leaf-a leaf-b leaf leaf-wbf leaf-nms; do to_csv val "$name"; done
+  "$PYTHON" -m util.post.fuse "$DEMO_DIR/submissions/val-leaf-a.csv" "$DEMO_DIR/submissions/val-leaf-b.csv" \
+    --method wbf --out "$DEMO_DIR/submissions/val-leaf-fused.csv" --no-progress
   "$PYTHON" -m util.post.expand "$DEMO_DIR/submissions/val-leaf.csv" -o "$DEMO_DIR/submissions/val-leaf-expanded.csv"
 }
 
@@ -152,24 +167,41 @@ evaluate() {
 stage_evaluate() {
   mkdir -p "$DEMO_DIR/eval"
   local name
-  for name in leaf-a leaf-b leaf leaf-expanded; do evaluate "$name"; done
+  for name in leaf-a leaf-b leaf leaf-wbf leaf-nms leaf-fused leaf-expanded; do evaluate "$name"; done
   evaluate final --per-class "$DEMO_DIR/eval/final-per-class.csv" --plots "$DEMO_DIR/pictures/eval"
   "$PYTHON" -m util.post.draw "$DEMO_DIR/submissions/val-final.csv" --annotations "$ANN/leaf-val.pkl" \
     --img-root "$DATA" --out "$DEMO_DIR/pictures/predictions" --limit 4 --score-thr 0.5
+}
+
+GT_FILES=()
+gt_files() {
+  GT_FILES=(--masks-csv "$DATA/challenge-2019-validation-segmentation-masks.csv" --masks-dir "$DATA"
+    --bbox-csv "$DATA/challenge-2019-validation-segmentation-bbox.csv"
+    --labels-csv "$DATA/challenge-2019-validation-segmentation-labels.csv")
+}
+
+stage_search() {
+  gt_files
+  "$PYTHON" tools/ensemble_search.py "$ENSEMBLES/demo-leaf.py" --checkpoints "$(checkpoint leaf-a)" "$(checkpoint leaf-b)" \
+    --space configs/search/demo.py --ann-file "$ANN/leaf-val.pkl" --images-dir "$DATA" --out "$DEMO_DIR/search" \
+    --trials "$SEARCH_TRIALS" --seed "$SEED" --extra "shared proposals=$DEMO_DIR/submissions/val-leaf.csv" \
+    --no-progress "${GT_FILES[@]}" | tail -n 3
 }
 
 stage_report() {
   "$PYTHON" tools/demo_report.py "$DEMO_DIR"
 }
 
-printf '{"train_images": %d, "val_images": %d, "test_images": %d, "leaf_iters": %d, "parent_iters": %d, "num_shards": %d, "seed": %d}\n' \
-  "$TRAIN_IMAGES" "$VAL_IMAGES" "$TEST_IMAGES" "$LEAF_ITERS" "$PARENT_ITERS" "$NUM_SHARDS" "$SEED" > "$DEMO_DIR/settings.json"
+printf '{"train_images": %d, "val_images": %d, "test_images": %d, "leaf_iters": %d, "parent_iters": %d, "num_shards": %d, "seed": %d, "difficulty": "%s", "federated": %d, "search_trials": %d}\n' \
+  "$TRAIN_IMAGES" "$VAL_IMAGES" "$TEST_IMAGES" "$LEAF_ITERS" "$PARENT_ITERS" "$NUM_SHARDS" "$SEED" "$DIFFICULTY" \
+  "$FEDERATED" "$SEARCH_TRIALS" > "$DEMO_DIR/settings.json"
 stage data "synthetic dataset in the official formats"
 stage prepare "annotation files, rebalancing, shards"
-stage train "two slim leaf models and one slim parent model"
-stage infer "TTA ensembles and single models over the validation and test shards"
-stage post "expansion, mask NMS, combine, validation"
+stage train "two slim leaf models (cascade, Mask R-CNN) and one slim parent model"
+stage infer "TTA ensembles (shared proposals, WBF, NMS) and single models over the shards"
+stage post "expansion, mask NMS, combine, validation, submission fusion"
 stage evaluate "challenge metric on the validation split"
+stage search "ensemble search on validation (fold A chooses, fold B reports)"
 rm -f "$DEMO_DIR/.done/report"
 stage report "report"
 cat "$DEMO_DIR/report-table.md"

@@ -119,3 +119,13 @@ def damage(path: str, kind: str) -> None:
         data[middle:middle + 2] = b'\xff\xd8'
     with open(path, 'wb') as f:
         f.write(bytes(data))
+
+
+def shared(models, scales, flip=False, weights=None, **params):
+    """The shared-proposal fusion as the ensemble runner builds it, from plain members."""
+    from mmdet_ext.ensemble import FUSIONS, Member, view_specs
+    weights = weights or [1.0] * len(models)
+    members = [Member(m, float(w)) for m, w in zip(models, weights)]
+    return FUSIONS.build(dict(type='SharedProposals', **params),
+                         default_args=dict(members=members, views=view_specs(scales, flip), num_classes=None,
+                                           score_thr=None, iou_thr=None, max_per_img=None, mask_thr=None))

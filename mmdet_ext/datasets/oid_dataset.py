@@ -3,8 +3,12 @@
 Reads the annotation files of ``util.data.build`` / ``util.data.shards`` (see ``util.data.annotations``): per
 image its file name, size, pixel boxes, 0-based labels into the file's class subset and compressed-RLE masks.
 The class names and MIDs come from the file, so one dataset class serves the leaf (275), parent (23) and any
-other subset. An optional ``index_file`` (``util.data.rebalance``'s .npy list of indices into the file's images,
-repeats allowed) defines the epoch: the rebalanced training list of the reference.
+other subset. Federated files (``util.data.federated``) add, per image, ``verified_classes`` (the classes
+verified present or absent: add it to ``PackDetInputs``' ``meta_keys`` so the federated loss sees it) and
+box-only instances with ``ignore_flag`` 1, which mmdet's pipeline turns into ``ignored_instances``: ignore
+regions for assigners with ``ignore_iof_thr`` > 0. An optional ``index_file`` (``util.data.rebalance``'s .npy
+list of indices into the file's images, repeats allowed) defines the epoch: the rebalanced training list of
+the reference.
 """
 from __future__ import annotations
 
@@ -17,7 +21,18 @@ from mmdet.registry import DATASETS
 from mmengine.fileio import get_local_path, join_path
 from mmengine.utils import is_abs
 
-from util.data.annotations import load_annotations
+from util.data.annotations import is_federated, load_annotations
+
+
+def _instance(inst: dict) -> dict:
+    """An annotation-file instance -> mmdet's. A box-only box (no mask; ``ignore_flag`` 1) gets its box as a
+    polygon mask: the pipeline needs one per instance, and ignored instances never reach the mask loss."""
+    mask = inst.get('mask')
+    if mask is None:
+        x1, y1, x2, y2 = inst['bbox']
+        mask = [[x1, y1, x2, y1, x2, y2, x1, y2]]
+    return dict(bbox=inst['bbox'], bbox_label=inst['bbox_label'], mask=mask,
+                ignore_flag=inst.get('ignore_flag', 0))
 
 
 @DATASETS.register_module()
@@ -50,15 +65,17 @@ class OIDInstanceDataset(BaseDetDataset):
         join = osp.join if '://' not in img_root else (lambda a, b: f"{a.rstrip('/')}/{b}")
         data_list = []
         for item in ann['data_list']:
-            data_list.append(dict(
+            info = dict(
                 img_path=join(img_root, item['img_path']),
                 img_id=item['img_id'],
                 width=int(item['width']),
                 height=int(item['height']),
-                instances=[dict(bbox=inst['bbox'], bbox_label=inst['bbox_label'], mask=inst['mask'],
-                                ignore_flag=inst.get('ignore_flag', 0))
-                           for inst in item.get('instances', ())],
-            ))
+                instances=[_instance(inst) for inst in item.get('instances', ())],
+            )
+            if is_federated(item):
+                info['verified_classes'] = np.union1d(np.asarray(item['verified_pos'], np.int64),
+                                                      np.asarray(item['verified_neg'], np.int64))
+            data_list.append(info)
         if self.index_file is not None:
             if self.data_root and not is_abs(self.index_file):
                 self.index_file = join_path(self.data_root, self.index_file, backend_args=self.backend_args)

@@ -1,7 +1,11 @@
 """One test shard through an ensemble into a results file (``util.post.results_io``), resumable.
 
 The shard's images are predicted in annotation-file order and appended one line per image; every finished
-image is on disk at once (the writer flushes it), so a killed run loses only the image in flight. A
+image is on disk at once (the writer flushes it), so a killed run loses only the images in flight.
+With ``workers`` > 0 the CPU work is overlapped with the model's: DataLoader workers make the next
+images' views, and a process pool pastes, thresholds and RLE-encodes the masks from the small per-box
+probabilities (``PendingMasks``) while the device predicts the next image; the order and the bytes of
+the results are those of the serial path. A
 finished shard (its results file exists) is not recomputed; an interrupted one (``.partial`` left behind)
 resumes after the last complete image, and the finished file has the same bytes as an uninterrupted run.
 Every input is checked before any model is built, so a bad path fails in seconds, naming the file.
@@ -11,7 +15,7 @@ stays, so the run resumes there once the file is fixed. With ``skip_unreadable``
 prediction instead, and is listed in ``OUT.unreadable.tsv`` (rewritten atomically after each one; a
 resumed run keeps the earlier entries) and in the summary.
 
-    ensemble_test(configs, checkpoints, ann_file, images_dir, out, shard=None, ...)   -> ShardSummary
+    ensemble_test(ensemble_cfg, ann_file, images_dir, out, shard=None, ...)        -> ShardSummary
     load_models(configs, checkpoints, device)      -> detectors (mmdet's init_detector)
     select_shard(data_list, index, count)          -> the index-th of count consecutive shards
     run_shard(ensemble, data_list, images_dir, out, classes, ...)                    -> ShardSummary
@@ -68,7 +72,7 @@ def check_files(configs: Sequence[str], checkpoints: Sequence[str]) -> None:
                         'per config, in the same order')
     for kind, paths in (('config', configs), ('checkpoint', checkpoints)):
         for path in paths:
-            if not os.path.isfile(path):
+            if not (os.path.isfile(path) or (kind == 'checkpoint' and os.path.isdir(path))):
                 raise DataError(f'{path}: {kind} not found')
 
 
@@ -77,8 +81,9 @@ def load_models(configs: Sequence[str], checkpoints: Sequence[str], device: str 
     from the config). An unreadable checkpoint is a DataError naming it (``mmdet_ext.checkpoint``)."""
     from mmdet.apis import init_detector
 
-    from ..launch import load_config
+    from ..launch import load_config, resolve_checkpoint
     check_files(configs, checkpoints)
+    checkpoints = [resolve_checkpoint(c) for c in checkpoints]
     models = []
     for config, checkpoint in zip(configs, checkpoints):
         # init_detector turns on every warning ('once') when a checkpoint has no class names, which the
@@ -136,9 +141,104 @@ def _write_unreadable(path: str, entries: list[tuple[str, str, str]]) -> None:
             f.write('\t'.join(v.replace('\t', ' ').replace('\n', ' ') for v in entry) + '\n')
 
 
+@dataclass
+class PendingMasks:
+    """One image's detections after the device work, before its masks exist at full size: per-box mask
+    probabilities (N x h x w, in the box) to paste at ``height`` x ``width`` and threshold, or ``masks``
+    already at full size (late fusion of models that predict full masks). Small enough to send to a
+    worker process (120 x 28 x 28 floats), unlike the 120 full-size masks it becomes."""
+    bboxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    height: int
+    width: int
+    probs: torch.Tensor | None = None
+    mask_thr: float = 0.5
+    masks: torch.Tensor | None = None
+
+
+def finish_masks(pending: PendingMasks) -> tuple[list, list, list]:
+    """Paste, threshold and RLE-encode: (labels, scores, RLEs), what the results file stores."""
+    from .masks import paste_masks
+    masks = pending.masks
+    if masks is None:
+        masks = paste_masks(pending.probs, pending.bboxes, pending.height, pending.width, pending.mask_thr)
+    return pending.labels.tolist(), pending.scores.tolist(), _rles(masks.cpu())
+
+
+def _serial(ensemble, todo):
+    """(item, path, (height, width, labels, scores, RLEs) or UnreadableImage) per image, in order."""
+    for item, path in todo:
+        try:
+            dets = ensemble.predict(path, img_id=item['img_id'])
+        except UnreadableImage as e:
+            yield item, path, e
+            continue
+        height, width = dets.masks.shape[-2:]
+        yield item, path, (height, width, dets.labels.tolist(), dets.scores.tolist(), _rles(dets.masks.cpu()))
+
+
+class _ViewsOf(torch.utils.data.Dataset):
+    """The views of each image to predict, made in DataLoader workers; an unreadable image is returned,
+    not raised, so that the main process decides (stop, or skip it) in image order."""
+
+    def __init__(self, view_maker, todo):
+        self.view_maker, self.todo = view_maker, todo
+
+    def __len__(self):
+        return len(self.todo)
+
+    def __getitem__(self, i):
+        item, path = self.todo[i]
+        try:
+            return i, self.view_maker(path, item['img_id'])
+        except UnreadableImage as e:
+            return i, e
+
+
+def _one_thread(*_):
+    torch.set_num_threads(1)
+
+
+def _pipelined(ensemble, todo, workers: int):
+    """As ``_serial``, with the CPU work overlapped with the model's: views made ``workers`` images ahead
+    in DataLoader workers, masks pasted and encoded in a pool of ``workers`` processes while the model
+    predicts the next image. Output order and bytes are those of the serial path."""
+    import multiprocessing as mp
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    on_cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    context = mp.get_context('spawn' if on_cuda or 'fork' not in mp.get_all_start_methods() else 'fork')
+    loader = torch.utils.data.DataLoader(_ViewsOf(ensemble.view_maker, todo), batch_size=None, shuffle=False,
+                                         num_workers=workers, multiprocessing_context=context,
+                                         worker_init_fn=_one_thread, prefetch_factor=2)
+    pending = deque()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        def oldest():
+            item, path, job = pending.popleft()
+            if isinstance(job, UnreadableImage):
+                return item, path, job
+            shape, future = job
+            return (item, path, (*shape, *future.result()))
+
+        for i, views in loader:
+            item, path = todo[i]
+            if isinstance(views, UnreadableImage):
+                pending.append((item, path, views))
+            else:
+                work = ensemble.predict_views(views)
+                pending.append((item, path, ((work.height, work.width), pool.submit(finish_masks, work))))
+            while len(pending) > workers + 1:
+                yield oldest()
+        while pending:
+            yield oldest()
+
+
 def run_shard(ensemble, data_list: list, images_dir: str, out: str, classes: Sequence[str],
-              progress: bool = True, skip_unreadable: bool = False) -> ShardSummary:
-    """Predict every image of ``data_list`` not yet in ``out`` (see the module docstring)."""
+              progress: bool = True, skip_unreadable: bool = False, workers: int = 0) -> ShardSummary:
+    """Predict every image of ``data_list`` not yet in ``out`` (see the module docstring). ``workers`` > 0
+    pipelines the CPU work (``_pipelined``) when the ensemble can split its prediction (``predict_views``)."""
     if os.path.exists(out):
         return ShardSummary(out, 'skipped')
     if len(classes) != ensemble.num_classes:
@@ -153,65 +253,96 @@ def run_shard(ensemble, data_list: list, images_dir: str, out: str, classes: Seq
                 if str(item['img_id']) not in writer.done_ids]
         name = os.path.basename(out)
         log = progress and not sys.stderr.isatty()  # no bar in a log file: one line per image instead
-        bar = progress_bar(todo, progress, total=len(data_list), initial=len(data_list) - len(todo),
-                           unit='img', desc=name)
-        for done, (item, path) in enumerate(bar, len(data_list) - len(todo) + 1):
-            try:
-                dets = ensemble.predict(path, img_id=item['img_id'])
-            except UnreadableImage as e:
-                if not skip_unreadable:
-                    raise DataError(f'{e}; the finished images are kept in {writer.partial}: fix or replace '
-                                    'the file and rerun to resume, or pass --skip-unreadable') from None
-                writer.write(item['img_id'], item['width'], item['height'], [], [], [])
-                summary.unreadable.append((str(item['img_id']), path, str(e).removeprefix(f'{path}: ')))
-                _write_unreadable(side, summary.unreadable)
-            else:
-                height, width = dets.masks.shape[-2:]
-                if (height, width) != (item['height'], item['width']):
-                    raise DataError(f'{path}: image is {width}x{height}, the annotation file says '
-                                    f'{item["width"]}x{item["height"]}')
-                writer.write(item['img_id'], width, height, dets.labels.tolist(), dets.scores.tolist(),
-                             _rles(dets.masks))
-                summary.predicted += 1
-            if log:
-                print(f'{name}: {done}/{len(data_list)} images written', file=sys.stderr, flush=True)
+        first = len(data_list) - len(todo)
+        bar = progress_bar(total=len(data_list), initial=first, unit='img', desc=name, enabled=progress)
+        pipelined = workers > 0 and len(todo) > 1 and hasattr(ensemble, 'predict_views')
+        results = _pipelined(ensemble, todo, workers) if pipelined else _serial(ensemble, todo)
+        try:
+            for done, (item, path, result) in enumerate(results, first + 1):
+                if isinstance(result, UnreadableImage):
+                    if not skip_unreadable:
+                        raise DataError(f'{result}; the finished images are kept in {writer.partial}: fix or '
+                                        'replace the file and rerun to resume, or pass --skip-unreadable')
+                    writer.write(item['img_id'], item['width'], item['height'], [], [], [])
+                    summary.unreadable.append((str(item['img_id']), path,
+                                               str(result).removeprefix(f'{path}: ')))
+                    _write_unreadable(side, summary.unreadable)
+                else:
+                    height, width, labels, scores, rles = result
+                    if (height, width) != (item['height'], item['width']):
+                        raise DataError(f'{path}: image is {width}x{height}, the annotation file says '
+                                        f'{item["width"]}x{item["height"]}')
+                    writer.write(item['img_id'], width, height, labels, scores, rles)
+                    summary.predicted += 1
+                bar.update(1)
+                if log:
+                    print(f'{name}: {done}/{len(data_list)} images written', file=sys.stderr, flush=True)
+        finally:
+            results.close()             # on a stop the workers end here; finished images are on disk
+            bar.close()
     return summary
 
 
-def ensemble_test(configs: Sequence[str], checkpoints: Sequence[str], ann_file: str, images_dir: str,
-                  out: str, shard: tuple[int, int] | None = None, device: str = 'cpu',
-                  scales: Sequence[Sequence[int]] | None = None, progress: bool = True,
-                  skip_unreadable: bool = False, **ensemble_kwargs) -> ShardSummary:
+class HalfPrecision:
+    """An ensemble whose predictions run under CUDA autocast (fp16 convolutions and matrix products; mmdet's
+    heads cast back to fp32 where they must). Outputs are made fp32 again before anything is averaged
+    across images or written."""
+
+    def __init__(self, ensemble):
+        self.ensemble, self.num_classes = ensemble, ensemble.num_classes
+        if hasattr(ensemble, 'predict_views'):          # the pipelined runner's split prediction
+            self.view_maker, self.predict_views = ensemble.view_maker, self._predict_views
+
+    def predict(self, image, img_id=0):
+        with torch.autocast('cuda', dtype=torch.float16):
+            dets = self.ensemble.predict(image, img_id)
+        dets.bboxes, dets.scores = dets.bboxes.float(), dets.scores.float()
+        return dets
+
+    def _predict_views(self, views):
+        with torch.autocast('cuda', dtype=torch.float16):
+            work = self.ensemble.predict_views(views)
+        work.bboxes, work.scores = work.bboxes.float(), work.scores.float()
+        if work.probs is not None:
+            work.probs = work.probs.float()
+        return work
+
+
+def ensemble_test(ensemble_cfg, ann_file: str, images_dir: str, out: str,
+                  shard: tuple[int, int] | None = None, device: str = 'cpu', progress: bool = True,
+                  skip_unreadable: bool = False, fp16: bool = False,
+                  workers: int | None = None) -> ShardSummary:
     """The whole test of one shard: check inputs, build the ensemble, run it (see ``run_shard``).
 
-    ``scales`` default to the first config's test scale; ``ensemble_kwargs`` go to ``EnsembleTTA``
-    (flip, weights, score_thr, max_per_img, ...).
+    ``ensemble_cfg``: an ensemble config (``config.load_ensemble_config`` / ``config_from_flags``); the
+    ensemble predicts the annotation file's classes. ``fp16``: autocast on CUDA; on the CPU a warning and
+    fp32 (as training's fp16 fallback). ``workers``: see ``run_shard`` (default 2 on CUDA, 1 on the CPU).
     """
     from util.data.annotations import load_annotations
 
-    from .tta import EnsembleTTA
+    from .config import build_ensemble, check_config
     if os.path.exists(out):
         return ShardSummary(out, 'skipped')
+    check_config(ensemble_cfg, ensemble_cfg.filename or 'the ensemble')
     doc = load_annotations(ann_file)
     data_list = doc['data_list'] if shard is None else select_shard(doc['data_list'], *shard)
     image_paths(data_list, images_dir, allow_missing=skip_unreadable)
-    check_files(configs, checkpoints)
-    weights = ensemble_kwargs.get('weights')
-    if weights is not None and len(weights) != len(configs):
-        raise DataError(f'{len(weights)} weights for {len(configs)} models: give one weight per config')
     if device.startswith('cuda') and not torch.cuda.is_available():
         raise DataError(f'--device {device}: CUDA is not available on this machine')
     torch.backends.cudnn.benchmark = False      # same bytes on every run
     torch.backends.cudnn.deterministic = True
-    models = load_models(configs, checkpoints, device)
-    if scales is None:
-        scales = [config_test_scale(models[0].cfg)]
-    try:
-        ensemble = EnsembleTTA(models, scales, **ensemble_kwargs)
-    except ValueError as e:       # models that cannot be ensembled, bad weights
-        raise DataError(str(e)) from None
+    if fp16 and not device.startswith('cuda'):
+        print(f'warning: --fp16 needs a CUDA device; {device} predicts in fp32', file=sys.stderr)
+        fp16 = False
+    ensemble = build_ensemble(ensemble_cfg, doc['metainfo']['mids'], device)
+    if fp16:
+        ensemble = HalfPrecision(ensemble)
+    if workers is None:
+        workers = 2 if device.startswith('cuda') else 1
+    if workers < 0:
+        raise DataError(f'--workers {workers}: give 0 (no worker processes) or more')
     return run_shard(ensemble, data_list, images_dir, out, doc['metainfo']['mids'], progress,
-                     skip_unreadable)
+                     skip_unreadable, workers)
 
 
 def config_test_scale(cfg) -> tuple[int, int]:

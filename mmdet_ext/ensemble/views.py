@@ -95,12 +95,13 @@ class ViewMaker:
         steps = [copy.deepcopy(s) for s in get_test_pipeline_cfg(cfg)
                  if _type_name(s) not in ('LoadAnnotations', 'RandomFlip')]
         resize = [i for i, s in enumerate(steps) if _type_name(s) == 'Resize']
-        if len(resize) != 1 or _type_name(steps[0]) != 'LoadImageFromFile' \
+        if len(resize) != 1 or _type_name(steps[0]) not in ('LoadImageFromFile', 'LoadImageFromNDArray') \
                 or _type_name(steps[-1]) != 'PackDetInputs':
             raise ValueError('the test pipeline must be LoadImageFromFile, one Resize, ..., PackDetInputs; '
                              f'got {[_type_name(s) for s in steps]}')
         self.specs = list(specs)
-        self._load_file = TRANSFORMS.build(steps[0])
+        # mmdet's inference_detector leaves LoadImageFromNDArray in a model's cfg after an array input
+        self._load_file = TRANSFORMS.build(ConfigDict(steps[0], type='LoadImageFromFile'))
         array_loader = ConfigDict(steps[0], type='mmdet.LoadImageFromNDArray')
         self._load_array = TRANSFORMS.build(array_loader)
         steps[-1]['meta_keys'] = VIEW_META_KEYS
@@ -124,7 +125,10 @@ class ViewMaker:
             raise UnreadableImage(f'{image}: image does not decode ({_reason(e)})') from None
 
     def __call__(self, image: str | np.ndarray, img_id=0) -> list[ViewImage]:
-        loaded = self.load(image, img_id)
+        return self.views_of(self.load(image, img_id))
+
+    def views_of(self, loaded: dict) -> list[ViewImage]:
+        """The views of an image already decoded by ``load``."""
         packed = {}
         for scale, transforms in self._per_scale.items():
             results = dict(loaded)

@@ -15,13 +15,14 @@ from _ensemble_helpers import (
     leaf_metainfo,
     one_thread,
     save_checkpoint,
+    shared,
     subprocess_env,
     tiny_detector,
     write_images,
 )
 from conftest import REPO
 
-from mmdet_ext.ensemble import EnsembleTTA
+from mmdet_ext.ensemble.config import config_from_flags
 from mmdet_ext.ensemble.runner import ensemble_test, run_shard, select_shard
 from util.common.errors import DataError
 from util.data.annotations import save_annotations
@@ -73,7 +74,7 @@ def test_shards_cover_every_image_once():
 def test_interrupted_run_resumes_to_the_same_bytes(tmp_path, shard):
     folder, items = shard
     classes = leaf_metainfo()['mids'][:FEW_CLASSES]
-    ensemble = EnsembleTTA([tiny_detector(0)], [SMALL])
+    ensemble = shared([tiny_detector(0)], [SMALL])
     whole, cut = str(tmp_path / 'whole.jsonl.gz'), str(tmp_path / 'cut.jsonl.gz')
     assert run_shard(ensemble, items, folder, whole, classes, progress=False).status == 'finished'
 
@@ -96,6 +97,33 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path, shard):
         assert all(m['size'] == [it['height'], it['width']] for m in r.rles)
 
 
+@pytest.mark.parametrize('kind', ['shared', 'wbf'])
+def test_pipelined_run_writes_the_serial_bytes(tmp_path, shard, kind):
+    """Views made in DataLoader workers, masks pasted and encoded in a pool: the same file, byte for byte,
+    for the shared-proposal and the late fusion; an unreadable image among them still stops in order."""
+    from mmdet_ext.ensemble import FUSIONS, Member, view_specs
+    folder, items = shard
+    classes = leaf_metainfo()['mids'][:FEW_CLASSES]
+    if kind == 'shared':
+        ensemble = shared([tiny_detector(0), tiny_detector(1)], [SMALL, (192, 160)], flip=True)
+    else:
+        ensemble = FUSIONS.build(dict(type='WBF'), default_args=dict(
+            members=[Member(tiny_detector(0)), Member(tiny_detector(1), 2.0)], views=view_specs([SMALL], True)))
+    serial, piped = str(tmp_path / 'serial.jsonl.gz'), str(tmp_path / 'piped.jsonl.gz')
+    run_shard(ensemble, items, folder, serial, classes, progress=False, workers=0)
+    summary = run_shard(ensemble, items, folder, piped, classes, progress=False, workers=2)
+    assert summary.predicted == len(items)
+    with open(serial, 'rb') as a, open(piped, 'rb') as b:
+        assert a.read() == b.read()
+    broken = tmp_path / 'broken'
+    shutil.copytree(folder, broken)
+    damage(str(broken / items[2]['img_path']), 'truncated')
+    out = str(tmp_path / 'broken.jsonl.gz')
+    with pytest.raises(DataError, match=re.escape(str(broken / items[2]['img_path']))):
+        run_shard(ensemble, items, str(broken), out, classes, progress=False, workers=2)
+    assert records_in(out + '.partial') == 2
+
+
 def test_missing_image_stops_before_writing_or_is_skipped(tmp_path, shard):
     folder, items = shard
     few = tmp_path / 'few'
@@ -103,7 +131,7 @@ def test_missing_image_stops_before_writing_or_is_skipped(tmp_path, shard):
     for item in items[:1] + items[2:]:
         shutil.copy(os.path.join(folder, item['img_path']), few)
     classes = leaf_metainfo()['mids'][:FEW_CLASSES]
-    ensemble = CountingEnsemble(EnsembleTTA([tiny_detector(0)], [SMALL]))
+    ensemble = CountingEnsemble(shared([tiny_detector(0)], [SMALL]))
     out = str(tmp_path / 'r.jsonl')
     missing = str(few / items[1]['img_path'])
     with pytest.raises(DataError, match=re.escape(f'{missing}: image not found; or pass --skip-unreadable')):
@@ -123,20 +151,26 @@ def test_missing_image_stops_before_writing_or_is_skipped(tmp_path, shard):
     assert sorted(os.listdir(tmp_path)) == ['few', 'r.jsonl', 'r.jsonl.unreadable.tsv']
 
 
+def flags_config(configs, checkpoints, **flags):
+    return config_from_flags(dict(configs=configs, checkpoints=checkpoints, **flags))
+
+
 def test_bad_inputs_fail_before_any_model_is_built(tmp_path, shard):
     folder, items = shard
     ann = str(tmp_path / 'all.json')
     save_annotations(ann, leaf_metainfo(), items)
     ckpt = str(tmp_path / 'missing.pth')
-    with pytest.raises(DataError, match='missing.pth: checkpoint not found'):
-        ensemble_test([TINY], [ckpt], ann, folder, str(tmp_path / 'r.jsonl'))
-    with pytest.raises(DataError, match='nope.py: config not found'):
-        ensemble_test(['nope.py'], [ckpt], ann, folder, str(tmp_path / 'r.jsonl'))
+    with pytest.raises(DataError, match=r'missing.pth: checkpoint not found \(members\[0\] of the command line'):
+        flags_config([TINY], [ckpt])
+    with pytest.raises(DataError, match=r'nope.py: config not found \(members\[0\]'):
+        flags_config(['nope.py'], [ckpt])
+    with pytest.raises(DataError, match='1 --checkpoints for the 2 members of the command line: give one each'):
+        flags_config([TINY, TINY], [ckpt])
+    cfg = flags_config([TINY], [ann])           # any existing file passes the first check
     with pytest.raises(DataError, match=f'{items[0]["img_path"]}: image not found .and 3 more.; or pass '
                                         '--skip-unreadable'):
-        ensemble_test([TINY], [ckpt], ann, str(tmp_path), str(tmp_path / 'r.jsonl'))
-    with pytest.raises(DataError, match='one checkpoint per config'):
-        ensemble_test([TINY, TINY], [ckpt], ann, folder, str(tmp_path / 'r.jsonl'))
+        ensemble_test(cfg, ann, str(tmp_path), str(tmp_path / 'r.jsonl'))
+    assert sorted(os.listdir(tmp_path)) == ['all.json']
 
 
 # ---- end to end, as subprocesses -------------------------------------------------------------------
@@ -158,8 +192,8 @@ def reference(cli_setup):
     """The uninterrupted run of the CLI's model arguments, in this process (same code, one start-up less)."""
     d, folder, ann, ckpts, items = cli_setup
     whole = str(d / 'whole.jsonl.gz')
-    ensemble_test([TINY, TINY], ckpts, ann, folder, whole, scales=[SMALL], score_thr=0, max_per_img=3,
-                  progress=False)
+    ensemble_test(flags_config([TINY, TINY], ckpts, scales=[SMALL], score_thr=0, max_per_img=3), ann, folder,
+                  whole, progress=False)
     return whole
 
 
@@ -215,7 +249,7 @@ def test_cli_missing_image_and_config_are_one_line(cli_setup, tmp_path):
                                     'or pass --skip-unreadable to give missing images empty predictions')
     proc = run_tool('--configs', 'nope.py', '--checkpoints', ckpts[0], '--images-dir', folder,
                     '--ann-file', ann, '--out', str(tmp_path / 'r.jsonl'))
-    assert one_error_line(proc) == 'error: nope.py: config not found'
+    assert one_error_line(proc) == 'error: nope.py: config not found (members[0] of the command line)'
     assert os.listdir(tmp_path) == ['few']
 
 
@@ -348,3 +382,34 @@ def test_slurm_array_task_runs_its_own_shard(cli_setup, tmp_path):
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith('slurm_test_shards.sh: SLURM_ARRAY_TASK_ID is not set')
+
+
+def test_cli_ensemble_file_gives_the_bytes_of_the_flags(cli_setup, reference, tmp_path):
+    """The recipe of ``reference`` (flags) written as an ensemble config file, with a ``_base_`` and a
+    ``--cfg-options`` override: the same results file, byte for byte."""
+    d, folder, ann, ckpts, items = cli_setup
+    (tmp_path / 'base.py').write_text(
+        "views = dict(scales=[(160, 128)], flip=False)\n"
+        "fusion = dict(type='SharedProposals', max_proposals=1000, proposal_iou=0.7)\n"
+        "test_cfg = dict(score_thr=0.0, max_per_img=7)\n")
+    (tmp_path / 'ensemble.py').write_text(
+        "_base_ = ['./base.py']\n"
+        f"members = [dict(config={TINY!r}, checkpoint={ckpts[0]!r}), dict(config={TINY!r}, checkpoint='x')]\n")
+    out = str(tmp_path / 'r.jsonl.gz')
+    proc = run_tool(str(tmp_path / 'ensemble.py'), '--cfg-options', f'members.1.checkpoint={ckpts[1]}',
+                    'test_cfg.max_per_img=3', '--images-dir', folder, '--ann-file', ann, '--out', out,
+                    '--no-progress')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(reference, 'rb') as a, open(out, 'rb') as b:
+        assert a.read() == b.read()
+
+
+def test_cli_fp16_on_the_cpu_warns_and_gives_the_fp32_bytes(cli_setup, reference, tmp_path):
+    d, folder, ann, ckpts, items = cli_setup
+    out = str(tmp_path / 'r.jsonl.gz')
+    proc = run_tool(*model_args(ckpts), '--fp16', '--images-dir', folder, '--ann-file', ann, '--out', out,
+                    '--no-progress')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'warning: --fp16 needs a CUDA device; cpu predicts in fp32' in proc.stderr
+    with open(reference, 'rb') as a, open(out, 'rb') as b:
+        assert a.read() == b.read()

@@ -1,5 +1,5 @@
-"""EnsembleTTA on slim random-weight detectors: one view is the model itself; mirrors, self-ensembles and
-every model x view behave as the averaging promises."""
+"""Shared-proposal fusion on slim random-weight detectors: one view is the model itself; mirrors,
+self-ensembles and every model x view behave as the averaging promises."""
 import re
 
 import cv2
@@ -11,11 +11,12 @@ from _ensemble_helpers import (
     damage,
     one_thread,
     shapes_image,
+    shared,
     spread_heads,
     tiny_detector,
 )
 
-from mmdet_ext.ensemble import EnsembleTTA, merge_proposals
+from mmdet_ext.ensemble import merge_proposals, view_specs
 
 SMALL = (160, 128)   # views other than the config's own: small, to keep CPU time down
 VIEWS = dict(scales=[SMALL, (192, 160)], flip=True)
@@ -70,7 +71,7 @@ def mirrored(dets, width):
 
 def test_one_model_one_view_is_the_model(model_a, images):
     from mmdet.apis import inference_detector
-    ensemble = EnsembleTTA([model_a], [TINY_SCALE])
+    ensemble = shared([model_a], [TINY_SCALE])
     for path in images[:2]:
         ours = ensemble.predict(path)
         theirs = inference_detector(model_a, path).pred_instances
@@ -79,7 +80,7 @@ def test_one_model_one_view_is_the_model(model_a, images):
 
 
 def test_mirrored_image_gives_mirrored_results(model_a, images):
-    ensemble = EnsembleTTA([model_a], **VIEWS)
+    ensemble = shared([model_a], **VIEWS)
     original, mirror = ensemble.predict(images[0]), ensemble.predict(images[2])
     width = original.masks.shape[-1]
     # The mirror's views are the original's views in another order: sums differ in the last bits only.
@@ -87,25 +88,25 @@ def test_mirrored_image_gives_mirrored_results(model_a, images):
 
 
 def test_model_with_itself_is_the_model(model_a, images):
-    alone = EnsembleTTA([model_a], **VIEWS).predict(images[1])
-    twice = EnsembleTTA([model_a, model_a], weights=[1, 3], **VIEWS).predict(images[1])
+    alone = shared([model_a], **VIEWS).predict(images[1])
+    twice = shared([model_a, model_a], weights=[1, 3], **VIEWS).predict(images[1])
     assert_same_detections(alone, twice, box_tol=1e-4, score_tol=1e-6)
 
 
 def test_every_model_and_view_contributes(model_a, model_b, images):
     path, views = images[1], dict(scales=[SMALL], flip=True)
-    both = EnsembleTTA([model_a, model_b], **views).predict(path)
+    both = shared([model_a, model_b], **views).predict(path)
     b_changed = tiny_detector(seed=1)
     spread_heads(b_changed.roi_head.bbox_head[2], seed=7)     # only the last cascade stage of model B
-    assert_differ(both, EnsembleTTA([model_a, b_changed], **views).predict(path))
+    assert_differ(both, shared([model_a, b_changed], **views).predict(path))
     b_changed = tiny_detector(seed=1)
     spread_heads(b_changed.roi_head.mask_head[0], seed=7)     # only the first mask stage of model B
-    other = EnsembleTTA([model_a, b_changed], **views).predict(path)
+    other = shared([model_a, b_changed], **views).predict(path)
     assert torch.equal(both.scores, other.scores) and not torch.equal(both.masks, other.masks)
-    assert_differ(both, EnsembleTTA([model_a], **views).predict(path))
-    assert_differ(both, EnsembleTTA([model_a, model_b], scales=[SMALL]).predict(path))
-    one_scale = EnsembleTTA([model_a], [SMALL]).predict(path)
-    assert_differ(one_scale, EnsembleTTA([model_a], [SMALL, (192, 160)]).predict(path))
+    assert_differ(both, shared([model_a], **views).predict(path))
+    assert_differ(both, shared([model_a, model_b], scales=[SMALL]).predict(path))
+    one_scale = shared([model_a], [SMALL]).predict(path)
+    assert_differ(one_scale, shared([model_a], [SMALL, (192, 160)]).predict(path))
 
 
 def assert_differ(a, b):
@@ -129,7 +130,7 @@ def test_proposals_merge_across_views_only():
 
 
 def test_views_map_boxes_both_ways(images):
-    from mmdet_ext.ensemble import ViewMaker, view_specs
+    from mmdet_ext.ensemble import ViewMaker
     from mmdet_ext.launch import load_config
     views = ViewMaker(load_config('configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py'),
                       view_specs([TINY_SCALE, (192, 160)], flip=True))(images[0])
@@ -151,7 +152,7 @@ def test_views_map_boxes_both_ways(images):
 def test_view_maker_names_an_unreadable_image(images, tmp_path, kind):
     """Every way an image file can be unusable is one UnreadableImage naming it; OpenCV would decode the
     truncated one and the one with a stray marker (garbled pixels, a warning on stderr)."""
-    from mmdet_ext.ensemble import ViewMaker, view_specs
+    from mmdet_ext.ensemble import ViewMaker
     from mmdet_ext.ensemble.views import UnreadableImage
     from mmdet_ext.launch import load_config
     maker = ViewMaker(load_config('configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py'),

@@ -78,3 +78,35 @@ def test_fusion_benchmark(tmp_path):
                              re.M)
     assert 'every method wrote the same bytes whatever --jobs' in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ['input0.csv', 'input1.csv']
+
+
+@pytest.mark.slow
+def test_federated_benchmark(tmp_path):
+    proc = run_cli([BENCH + 'benchmark_federated.py', '--train', '8', '--val', '3', '--iters', '4',
+                    '--workdir', str(tmp_path)])
+    values = last_line_values(proc, ['plain_map', 'federated_map'])
+    assert all(0 <= v <= 1 for v in values.values())
+
+
+def test_inference_benchmark():
+    proc = run_cli([BENCH + 'benchmark_inference.py', '--images', '3', '--width', '320', '--height', '240',
+                    '--dets', '20', '--workers', '1', '--warmup', '0'])
+    line = proc.stdout.strip().splitlines()[-1]
+    values = dict(re.findall(r'(\w+)=(\S+)', line))
+    assert list(values) == ['model_s_per_img', 'cpu_side_s_per_img', 'serial_images_per_s',
+                            'pipelined_images_per_s', 'pipelined_vs_serial', 'overlap_efficiency',
+                            'slowest_cpu_stage'], line
+    assert all(float(values[k]) > 0 for k in list(values)[:-1])
+    assert values['slowest_cpu_stage'] in ('load', 'views', 'paste', 'encode', 'write')
+    assert 'results byte-identical: True' in proc.stdout
+    for stage in ('load', 'views', 'model', 'paste', 'encode', 'write'):
+        assert re.search(rf'^  {stage} +[0-9.]+ s/img$', proc.stdout, re.M), stage
+
+
+def test_late_fusion_benchmark():
+    proc = run_cli([BENCH + 'benchmark_late_fusion.py', '--images', '1', '--lists', '3', '--dets', '10',
+                    '--width', '320', '--height', '240', '--classes', '12'])
+    line = proc.stdout.strip().splitlines()[-1]
+    values = dict(re.findall(r'(\w+)=(\S+)', line))
+    assert ['late_fusion_s_per_img', 'wbf_s', 'masks_s'] == list(values)[:3], line
+    assert float(values['late_fusion_s_per_img']) > 0

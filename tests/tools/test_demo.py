@@ -10,7 +10,8 @@ from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
-SMALL = dict(TRAIN_IMAGES='16', VAL_IMAGES='6', TEST_IMAGES='5', LEAF_ITERS='4', PARENT_ITERS='4', NUM_SHARDS='2')
+SMALL = dict(TRAIN_IMAGES='16', VAL_IMAGES='6', TEST_IMAGES='5', LEAF_ITERS='4', PARENT_ITERS='4', NUM_SHARDS='2',
+             SEARCH_TRIALS='3')
 
 
 def run_demo(demo_dir):
@@ -23,13 +24,14 @@ def run_demo(demo_dir):
 def test_shrunken_demo_end_to_end(tmp_path):
     demo = tmp_path / 'demo'
     out = run_demo(demo)
-    for stage in ('data', 'prepare', 'train', 'infer', 'post', 'evaluate', 'report'):
+    for stage in ('data', 'prepare', 'train', 'infer', 'post', 'evaluate', 'search', 'report'):
         assert f'== [{stage}]' in out
     report = (demo / 'report.md').read_text()
     table = report.split('## Validation mAP')[1].split('##')[0]
     maps = re.findall(r'\| ([^|]+) \| ([0-9.]+) \|', table)
-    assert len(maps) == 5 and all(0.0 <= float(v) <= 1.0 for _, v in maps)
+    assert len(maps) == 8 and all(0.0 <= float(v) <= 1.0 for _, v in maps)
     assert '## Time per stage' in report and '![' in report
+    assert '## Ensemble search' in report and (demo / 'search/best_ensemble.py').is_file()
     for picture in re.findall(r'!\[[^\]]*\]\(([^)]+)\)', report):
         assert (demo / picture).is_file()
     # The test submission covers every test image, in the sample submission's order, and validated.
@@ -37,5 +39,5 @@ def test_shrunken_demo_end_to_end(tmp_path):
         assert [r['ImageID'] for r in csv.DictReader(f)] == [r['ImageID'] for r in csv.DictReader(g)]
     # A second run reuses every finished stage.
     again = run_demo(demo)
-    assert again.count('done before, reused') == 6
+    assert again.count('done before, reused') == 7
     assert 'Iter(train)' not in again

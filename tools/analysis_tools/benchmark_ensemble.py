@@ -28,7 +28,7 @@ warnings.filterwarnings('ignore', category=UserWarning)
 import torch  # noqa: E402
 from mmdet.structures import DetDataSample  # noqa: E402
 
-from mmdet_ext.ensemble import EnsembleTTA, StageTimer  # noqa: E402
+from mmdet_ext.ensemble import FUSIONS, Member, StageTimer, view_specs  # noqa: E402
 from mmdet_ext.launch import load_config  # noqa: E402
 
 TINY = 'configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py'
@@ -83,7 +83,7 @@ def rss_mb() -> float:
 
 def plain_views(ensemble, path):
     """Each model x view as mmdet's own single-model prediction on that view's input."""
-    for model in ensemble.models:
+    for model in (m.model for m in ensemble.members):
         for view in ensemble.view_maker(path):
             sample = DetDataSample(metainfo=view.metainfo)
             model.test_step({'inputs': [view.inputs], 'data_samples': [sample]})
@@ -99,7 +99,8 @@ def main(argv=None):
     max_proposals = args.max_proposals or models[0].test_cfg.rpn.max_per_img
     scales = [tuple(int(v) for v in s.split(',')) for s in args.scales]
     timer = StageTimer()
-    ensemble = EnsembleTTA(models, scales, flip=args.flip, max_proposals=max_proposals, timer=timer)
+    ensemble = FUSIONS.build(dict(type='SharedProposals', max_proposals=max_proposals), default_args=dict(
+        members=[Member(m) for m in models], views=view_specs(scales, args.flip), timer=timer))
     with tempfile.TemporaryDirectory() as workdir:
         paths = image_paths(args, workdir)
         if not paths:

@@ -9,9 +9,11 @@ occurrence in a pre-order walk of the JSON ("hierarchy order"), which is stable 
     h.leaves                   # 275 MIDs, hierarchy order
     h.ancestors('/m/0kmg4')    # {Toy, Bear, Carnivore}
     h.subset('parent23')       # the parent model's classes
+    h.subset('data/subsets/leaf-rare-100.txt')   # a class-list file, returned in hierarchy order
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -29,6 +31,9 @@ DEFAULT_CLASSES = os.path.join(DATA_DIR, 'challenge-2019-classes-description-seg
 DEFAULT_MASK_COUNTS = os.path.join(DATA_DIR, 'challenge-2019-train-mask-counts.csv')
 
 SUBSETS = ('leaf', 'parent', 'parent23', 'parent25', 'layer0', 'layer1', 'all')
+SUBSET_HELP = (f'class subset: a preset ({", ".join(SUBSETS)}) or a class-list file (one MID per line, or '
+               'Google\'s "MID,Name" CSV, or a CSV with a LabelName column; # comments); classes are used in '
+               'hierarchy order whatever the file order')
 
 
 @dataclass
@@ -130,7 +135,10 @@ class Hierarchy:
         return [m for m in self.order if (self.depth[m] == 0) == (k == 0)]
 
     def subset(self, name: str) -> list[str]:
-        """Class list of a named subset, hierarchy order. ``parent`` means the 23 of the parent model."""
+        """Class list of a named subset or of a class-list file, hierarchy order. ``parent`` means the 23
+        of the parent model. A preset name wins over a file of that name (write ``./leaf`` for the file)."""
+        if name not in SUBSETS and os.path.isfile(name):
+            return read_class_file(name, self)
         if name == 'leaf':
             return list(self.leaves)
         if name in ('parent', 'parent23'):
@@ -170,13 +178,52 @@ def load_default() -> Hierarchy:
     return Hierarchy.from_json(DEFAULT_HIERARCHY, DEFAULT_CLASSES)
 
 
+def read_class_file(path: str, hierarchy: Hierarchy) -> list[str]:
+    """A class-list file -> its MIDs in hierarchy order (the order a model trained on it and an ensemble
+    member declared with it both use). Accepted: one MID per line; ``MID,Name`` rows (Google's
+    classes-description CSV); a CSV whose header has a ``LabelName`` column. Blank lines and ``#``
+    comments are skipped. Unknown MIDs, repeats and an empty list are a DataError naming file:line."""
+    column, first_line, seen = 0, {}, None
+    with open_text(path) as f:
+        for line, row in enumerate(csv.reader(f), 1):
+            cells = [c.strip() for c in row]
+            if not any(cells) or cells[0].startswith('#'):
+                continue
+            if seen is None:                       # the first non-comment row: header or data
+                seen = True
+                if not cells[0].startswith('/'):
+                    if 'LabelName' not in cells:
+                        raise DataError(f'{path}:{line}: expected a MID (/m/...) or a header with LabelName, '
+                                        f'got {row[0]!r}')
+                    column = cells.index('LabelName')
+                    continue
+            mid = cells[column] if column < len(cells) else ''
+            if mid not in hierarchy.rank:
+                raise DataError(f'{path}:{line}: {mid!r} is not a class of the hierarchy')
+            if mid in first_line:
+                raise DataError(f'{path}:{line}: {mid} listed twice (first on line {first_line[mid]})')
+            first_line[mid] = line
+    if not first_line:
+        raise DataError(f'{path}: no classes in the class list')
+    return sorted(first_line, key=hierarchy.rank.__getitem__)
+
+
+def subset_classes(hierarchy: Hierarchy, name_or_path: str) -> list[str]:
+    """The classes of a preset name or a class-list file, hierarchy order; anything else is a DataError."""
+    if name_or_path in SUBSETS or os.path.isfile(name_or_path):
+        return hierarchy.subset(name_or_path)
+    raise DataError(f'{name_or_path}: neither a file nor a class subset ({", ".join(SUBSETS)})')
+
+
+def subset_arg(value: str) -> str:
+    """argparse ``type=`` of a ``--subset``-like option: a preset name or an existing file (read later, where
+    its errors name file:line)."""
+    if value in SUBSETS or os.path.isfile(value):
+        return value
+    raise argparse.ArgumentTypeError(f'{value!r} is neither a preset ({", ".join(SUBSETS)}) nor a class-list file')
+
+
 def class_list(spec: str, hierarchy: Hierarchy | None = None) -> list[str]:
-    """Classes named on a command line: a subset name (``leaf``, ``parent23``, ...) or a file whose
-    lines start with a MID (a class list, the classes-description CSV); rows not starting with '/' such
-    as a header are skipped."""
-    if os.path.exists(spec):
-        with open_text(spec) as f:
-            return [row[0].strip() for row in csv.reader(f) if row and row[0].strip().startswith('/')]
-    if spec not in SUBSETS:
-        raise DataError(f'{spec}: neither a file nor a class subset ({", ".join(SUBSETS)})')
-    return (hierarchy or load_default()).subset(spec)
+    """Classes named on a command line: a subset name (``leaf``, ``parent23``, ...) or a class-list file
+    (``read_class_file``), hierarchy order."""
+    return subset_classes(hierarchy or load_default(), spec)

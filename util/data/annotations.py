@@ -11,12 +11,20 @@ The layout is mmengine's ``BaseDataset`` annotation format, so ``mmengine.load``
                                    'mask': {'size': [h, w], 'counts': '...'},  # COCO compressed RLE
                                    'ignore_flag': 0}]}]}
 
+Optional federated fields (``util.data.federated``; written by ``util.data.build --bbox-csv / --labels-csv``,
+absent in older files, which load unchanged and mean "every class verified everywhere"):
+
+    item['verified_pos'] = [3, 17]    # class indices verified present (with ancestors, and annotated ones)
+    item['verified_neg'] = [5]        # class indices verified absent (with descendants)
+    instance without 'mask', 'ignore_flag': 1, 'group_of': 0 or 1   # a box-only box: an ignore region
+
 Test shards use the same layout with empty ``instances``. The encoding is chosen by the extension:
 ``.pkl`` (pickle; the fast one, for training-scale files) or ``.json`` (readable, for small files).
 
     save_annotations(path, metainfo, data_list)   atomic write
     load_annotations(path)                        -> {'metainfo': ..., 'data_list': ...}
     make_metainfo(hierarchy, subset)              metainfo of a named class subset
+    is_federated(item)                            whether an item carries the verified-class fields
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ from ..common.errors import DataError
 METAINFO_KEYS = ('classes', 'mids', 'subset')
 PICKLE_EXTENSIONS = ('.pkl', '.pickle')
 JSON_EXTENSIONS = ('.json',)
+FEDERATED_KEYS = ('verified_pos', 'verified_neg')
 
 
 def _encoding(path: str) -> str:
@@ -48,6 +57,24 @@ def _check_metainfo(metainfo, path: str) -> None:
     if len(metainfo['classes']) != len(metainfo['mids']):
         raise DataError(f'{path}: metainfo has {len(metainfo["classes"])} classes '
                         f'but {len(metainfo["mids"])} mids')
+
+
+def is_federated(item: dict) -> bool:
+    """True when the item says which classes were verified (else all classes count as verified)."""
+    return all(k in item for k in FEDERATED_KEYS)
+
+
+def _check_federated(data_list, path: str) -> None:
+    """Verified-class lists must be integer lists, and instances without a mask must be ignore regions:
+    a masked-looking instance without a mask would otherwise crash the training pipeline much later."""
+    for item in data_list:
+        for key in FEDERATED_KEYS:
+            if key in item and not all(isinstance(c, int) for c in item[key]):
+                raise DataError(f'{path}: image {item.get("img_id")}: {key} must be a list of class indices')
+        for inst in item.get('instances', ()):
+            if 'mask' not in inst and not inst.get('ignore_flag', 0):
+                raise DataError(f'{path}: image {item.get("img_id")}: an instance without a mask must have '
+                                'ignore_flag 1 (a box-only ignore region)')
 
 
 def make_metainfo(hierarchy, subset: str) -> dict:
@@ -95,4 +122,5 @@ def load_annotations(path: str) -> dict:
     if not isinstance(doc, dict) or not isinstance(doc.get('data_list'), list):
         raise DataError(f'{path}: expected a dict with "metainfo" and a "data_list" list')
     _check_metainfo(doc.get('metainfo'), path)
+    _check_federated(doc['data_list'], path)
     return doc

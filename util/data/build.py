@@ -40,11 +40,19 @@ from pycocotools import mask as mask_utils
 from ..common.cli import add_progress_flag, run
 from ..common.cli import progress as cli_progress
 from ..common.errors import DataError
-from ..common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, SUBSETS, Hierarchy
+from ..common.hierarchy import (
+    DEFAULT_CLASSES,
+    DEFAULT_HIERARCHY,
+    SUBSET_HELP,
+    SUBSETS,
+    Hierarchy,
+    subset_arg,
+)
 from ..common.image_io import decoded_image_size, find_image, image_size, read_mask
 from ..common.mask_codec import resize_nearest
 from ..common.oid_files import MASKS_NEEDED, iter_rows, masks_subdir, split_of_masks_csv
 from .annotations import make_metainfo, save_annotations
+from .federated import read_federated
 
 PARENT_SUBSETS = ('parent', 'parent23', 'parent25')
 
@@ -278,19 +286,22 @@ def report(problems, outside: int, out=sys.stderr, shown: int = 5) -> None:
 
 def build(sources, subset='leaf', *, expand=None, img_root=None, val_count=0, val_fraction=0.0,
           holdout_from=None, seed=0, workers=1, box_source='csv', min_box=1.0, strict=False,
-          hierarchy=None, progress=True):
+          hierarchy=None, progress=True, bbox_csvs=(), labels_csvs=()):
     """Convert -> (metainfo, train items, held-out items, problems, rows outside subset, masks done).
 
     Only the sources and the subset are positional: the rest are keyword-only (there are many).
+    ``bbox_csvs`` / ``labels_csvs``: the federated fields (``util.data.federated``): verified classes and
+    box-only ignore instances per image.
     """
     hierarchy = hierarchy or Hierarchy.from_json(DEFAULT_HIERARCHY, DEFAULT_CLASSES)
-    if expand is None:
-        expand = subset in PARENT_SUBSETS
+    if expand is None:   # a class-list file holding a parent label gets its descendants' masks too
+        expand = subset in PARENT_SUBSETS or (subset not in SUBSETS
+                                              and any(hierarchy.children[m] for m in hierarchy.subset(subset)))
     labels = label_map(hierarchy, subset, expand)
     if img_root is None:
         dirs = {os.path.abspath(s.images_dir) for s in sources}
         img_root = dirs.pop() if len(dirs) == 1 else os.path.commonpath(sorted(dirs))
-    tasks, problems, outside = [], [], 0
+    tasks, problems, outside, mask_boxes = [], [], 0, []
     for src in sources:
         df, probs, n_out = read_rows(src, labels)
         if probs and strict:
@@ -298,6 +309,7 @@ def build(sources, subset='leaf', *, expand=None, img_root=None, val_count=0, va
         problems += probs
         outside += n_out
         tasks += make_tasks(src, df, img_root)
+        mask_boxes.append(df[['ImageID', 'LabelName', 'x1', 'y1', 'x2', 'y2']])
     pool_ids = [t[1] for t in tasks if holdout_from is None or split_of_masks_csv(t[0]) in holdout_from]
     n_val = val_count or int(round(val_fraction * len(set(pool_ids))))
     if n_val > len(set(pool_ids)):
@@ -306,6 +318,10 @@ def build(sources, subset='leaf', *, expand=None, img_root=None, val_count=0, va
     items, probs, done = convert(tasks, workers=workers, box_source=box_source, min_box=min_box, strict=strict,
                                  progress=progress)
     problems += probs
+    if bbox_csvs or labels_csvs:
+        boxes = pd.concat(mask_boxes, ignore_index=True) if mask_boxes else pd.DataFrame(
+            columns=['ImageID', 'LabelName', 'x1', 'y1', 'x2', 'y2'])
+        read_federated(bbox_csvs, labels_csvs, boxes, hierarchy, hierarchy.subset(subset), expand).attach(items)
     train = [it for it in items if it['img_id'] not in held]
     val = [it for it in items if it['img_id'] in held]
     return make_metainfo(hierarchy, subset), train, val, problems, outside, done
@@ -323,8 +339,9 @@ def parse_args(argv=None):
     p.add_argument('--img-root', default=None,
                    help='img_path is written relative to this (default: the images folder, or the common '
                         'parent of several)')
-    p.add_argument('--subset', default='leaf', choices=SUBSETS)
-    p.add_argument('--no-expand', action='store_true', help='parent subsets: do not add ancestor copies')
+    p.add_argument('--subset', default='leaf', type=subset_arg, help=SUBSET_HELP)
+    p.add_argument('--no-expand', action='store_true',
+                   help='parent subsets (or a class list with parents): do not add ancestor copies')
     p.add_argument('--out', required=True, help='annotation file (.pkl fast, .json readable)')
     p.add_argument('--val-out', default=None, help='annotation file for the held-out images')
     g = p.add_mutually_exclusive_group()
@@ -339,6 +356,12 @@ def parse_args(argv=None):
     p.add_argument('--min-box-size', type=float, default=1.0, help='boxes thinner than this (px) are unusable')
     p.add_argument('--strict', action='store_true',
                    help='stop at the first unusable row (file:line); decode every image fully')
+    p.add_argument('--bbox-csv', action='append', default=[],
+                   help='federated fields: a challenge-2019-{split}-segmentation-bbox.csv; its boxes without a mask '
+                        'become ignore instances (ignore_flag 1, no mask); repeat per split')
+    p.add_argument('--labels-csv', action='append', default=[],
+                   help='federated fields: a challenge-2019-{split}-segmentation-labels.csv (or -imagelabels.csv): '
+                        'per image the classes verified present / absent, expanded as the metric does')
     add_progress_flag(p)
     return p.parse_args(argv)
 
@@ -366,7 +389,8 @@ def main(argv=None) -> None:
     metainfo, train, val, problems, outside, done = build(
         sources, a.subset, expand=False if a.no_expand else None, img_root=a.img_root, val_count=a.val_count,
         val_fraction=a.val_fraction, holdout_from=a.holdout_from, seed=a.seed, workers=a.workers,
-        box_source=a.box_source, min_box=a.min_box_size, strict=a.strict, progress=a.progress)
+        box_source=a.box_source, min_box=a.min_box_size, strict=a.strict, progress=a.progress,
+        bbox_csvs=a.bbox_csv, labels_csvs=a.labels_csv)
     save_annotations(a.out, metainfo, train)
     msg = f'{a.out}: {len(train)} images, {sum(len(i["instances"]) for i in train)} instances'
     if a.val_out:

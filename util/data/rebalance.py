@@ -16,7 +16,11 @@ the rounds are concatenated. The output is an ``.npy`` of int64 indices into the
 ``data_list``; iterate it in order (no shuffling sampler, which would undo the spreading).
 
 Presets (the reference's): ``leaf`` = down:0-23:6000,keep:24-63,up:64-240:1500,repeat:241-:10 ;
-``parent`` = down:0-4:30000,keep:5-9,up:10-:10000.
+``parent`` = down:0-4:30000,keep:5-9,up:10-:10000. Their ranks are absolute (tuned for 275 and 23 classes).
+``auto`` (the default) reads the annotation file's metainfo: the ``parent`` preset for the parent subsets,
+otherwise the ``leaf`` one, its rank bands scaled to the file's class count: for a class-subset file (an
+expert's 100 rare classes) the same fractions of the ranking get each rule (top ~9% sampled down, the next
+~14% kept, then topped up, the rarest ~12% repeated), with the same draw targets.
 
 Built-in alternatives needing no index file, for configs: mmengine's ``ClassBalancedDataset``
 (``dataset=dict(type='ClassBalancedDataset', oversample_thr=1e-3, dataset=...)``, repeat factor per image
@@ -24,6 +28,7 @@ from class frequencies) and mmdet's ``ClassAwareSampler`` (``train_dataloader.sa
 dict(type='ClassAwareSampler', num_sample_class=1)``, class-uniform sampling).
 
     python -m util.data.rebalance ann/leaf_train.pkl --out ann/leaf_train.rebalanced.npy --preset leaf --rounds 7
+    python -m util.data.rebalance ann/rare-train.pkl --out ann/rare-train-balanced.npy    # auto: scaled bands
 """
 from __future__ import annotations
 
@@ -43,6 +48,9 @@ PRESETS = {
     'leaf': 'down:0-23:6000,keep:24-63,up:64-240:1500,repeat:241-:10',
     'parent': 'down:0-4:30000,keep:5-9,up:10-:10000',
 }
+PRESET_CLASSES = {'leaf': 275, 'parent': 23}       # the class counts the presets' ranks were set for
+PARENT_SUBSETS = ('parent', 'parent23', 'parent25')
+AUTO = 'auto'
 _BAND_RE = re.compile(r'^(down|keep|up|repeat):(\d+)-(\d*)(?::(\d+))?$')
 
 
@@ -77,6 +85,33 @@ def parse_bands(spec: str) -> list[Band]:
         if a.last is None or a.last >= b.first:
             raise DataError(f'--bands: ranks of {a.kind}:{a.first}- and {b.kind}:{b.first}- overlap')
     return bands
+
+
+def format_bands(bands: list[Band]) -> str:
+    """Bands -> the spec ``parse_bands`` reads."""
+    return ','.join(f'{b.kind}:{b.first}-{"" if b.last is None else b.last}{"" if b.value is None else f":{b.value}"}'
+                    for b in bands)
+
+
+def scale_bands(bands: list[Band], from_classes: int, to_classes: int) -> list[Band]:
+    """Rank bands set for ``from_classes`` classes moved to ``to_classes``: every rank boundary scaled by
+    the ratio (bands stay contiguous; a band left with no rank is dropped); targets and factors unchanged."""
+    def at(rank):
+        return round(rank * to_classes / from_classes)
+    out = []
+    for b in sorted(bands, key=lambda b: b.first):
+        first = at(b.first)
+        last = None if b.last is None else at(b.last + 1) - 1
+        if first >= to_classes or (last is not None and last < first):
+            continue
+        out.append(Band(b.kind, first, last, b.value))
+    return out
+
+
+def auto_bands(metainfo: dict) -> tuple[str, list[Band]]:
+    """The ``auto`` preset for an annotation file: (the preset it derives from, its bands)."""
+    base = 'parent' if metainfo.get('subset') in PARENT_SUBSETS else 'leaf'
+    return base, scale_bands(parse_bands(base), PRESET_CLASSES[base], len(metainfo['classes']))
 
 
 def class_images(data_list: list, num_classes: int) -> list[np.ndarray]:
@@ -200,7 +235,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog='python -m util.data.rebalance', description=__doc__.split('\n\n')[0])
     p.add_argument('annotations', help='annotation file (.pkl/.json) whose data_list the indices point into')
     p.add_argument('--out', required=True, help='output .npy of int64 indices')
-    p.add_argument('--preset', choices=sorted(PRESETS), default='leaf')
+    p.add_argument('--preset', choices=[AUTO, *sorted(PRESETS)], default=AUTO,
+                   help='band preset; auto (default): from the file\'s subset, ranks scaled to its class count')
     p.add_argument('--bands', default=None, help='band spec overriding --preset, e.g. "down:0-23:6000,keep:24-63,'
                    'up:64-240:1500,repeat:241-:10"')
     p.add_argument('--rounds', type=int, default=7)
@@ -216,9 +252,12 @@ def main(argv=None) -> None:
         raise DataError(f'{a.out}: the index list must be a .npy file')
     if a.rounds < 1:
         raise DataError('--rounds must be at least 1')
-    bands = parse_bands(a.bands or a.preset)
+    bands = parse_bands(a.bands) if a.bands else None if a.preset == AUTO else parse_bands(a.preset)
     ann = load_annotations(a.annotations)
     data_list, metainfo = ann['data_list'], ann['metainfo']
+    if bands is None:
+        base, bands = auto_bands(metainfo)
+        print(f'bands (auto: {base} preset for {len(metainfo["classes"])} classes): {format_bands(bands)}')
     class_imgs = class_images(data_list, len(metainfo['classes']))
     index = rebalance(class_imgs, len(data_list), bands, a.rounds, a.seed)
     with AtomicWriter(a.out, 'wb') as f:

@@ -24,7 +24,7 @@ import pandas as pd
 from ..common.atomic import AtomicWriter
 from ..common.cli import add_progress_flag, progress, run
 from ..common.errors import DataError
-from ..common.hierarchy import SUBSETS, load_default
+from ..common.hierarchy import SUBSET_HELP, load_default, subset_arg
 from ..common.image_io import find_image, image_size, list_image_ids
 from ..common.oid_files import IMAGE_EXTENSIONS
 from ..common.submission import SubmissionWriter
@@ -154,7 +154,8 @@ def parse_args(argv=None):
                    help='where sizes come from (default: the CSV when given, else the JPEG headers)')
     p.add_argument('--out', required=True, help='output folder')
     p.add_argument('--num-shards', type=int, default=25)
-    p.add_argument('--subset', default='leaf', choices=SUBSETS, help='classes written in the metainfo')
+    p.add_argument('--subset', default='leaf', type=subset_arg,
+                   help='classes written in the metainfo; ' + SUBSET_HELP)
     p.add_argument('--format', choices=('pkl', 'json'), default='pkl')
     p.add_argument('--id-list', default=None, metavar='CSV',
                    help='also write the sharded images as an empty submission (ImageID, sizes), in shard order: '

@@ -8,6 +8,10 @@ per-detection outcomes (``util.metric.rules``), ignored and unscored detections 
 
     fit_calibrators(members, session, fold)   -> {member: Calibrator}
     Calibrator.apply(scores)                  -> calibrated scores in [0, 1], same order
+    save_calibrators(path, fitted) / load_calibrators(path)   JSON: the fitted step functions
+
+A fitted map is kept as its breakpoints and applied by linear interpolation between them (what the
+isotonic model's ``predict`` computes), so a map read back from its file gives the same scores.
 """
 from __future__ import annotations
 
@@ -21,14 +25,39 @@ from ..metric.rules import FALSE_POSITIVE, TRUE_POSITIVE
 
 @dataclass
 class Calibrator:
-    model: IsotonicRegression | None      # None: too few outcomes, scores left as they are
+    x: list | None          # breakpoints (raw scores, increasing); None: too few outcomes, scores kept
+    y: list | None          # calibrated score at each breakpoint (non-decreasing, in [0, 1])
     samples: int
+
+    @property
+    def model(self):
+        return None if self.x is None else (self.x, self.y)
 
     def apply(self, scores) -> np.ndarray:
         s = np.asarray(scores, np.float64)
-        if self.model is None or not s.size:
+        if self.x is None or not s.size:
             return s
-        return np.clip(self.model.predict(s), 0.0, 1.0)
+        return np.clip(np.interp(s, self.x, self.y), 0.0, 1.0)
+
+
+def save_calibrators(path: str, fitted: dict) -> None:
+    import json
+
+    from ..common.atomic import AtomicWriter
+    with AtomicWriter(path) as f:
+        json.dump({m: dict(x=c.x, y=c.y, samples=c.samples) for m, c in fitted.items()}, f)
+
+
+def load_calibrators(path: str) -> dict:
+    import json
+
+    from ..common.errors import DataError
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+        return {m: Calibrator(v['x'], v['y'], int(v['samples'])) for m, v in doc.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DataError(f'{path}: not a calibration file ({type(e).__name__}: {e})') from None
 
 
 def fit_calibrator(scores, outcomes, min_samples: int = 20) -> Calibrator:
@@ -37,10 +66,10 @@ def fit_calibrator(scores, outcomes, min_samples: int = 20) -> Calibrator:
     scored = (outcomes == TRUE_POSITIVE) | (outcomes == FALSE_POSITIVE)
     x, y = scores[scored], (outcomes[scored] == TRUE_POSITIVE).astype(np.float64)
     if len(x) < min_samples or y.min() == y.max():
-        return Calibrator(None, int(len(x)))
+        return Calibrator(None, None, int(len(x)))
     model = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds='clip')
     model.fit(x, y)
-    return Calibrator(model, int(len(x)))
+    return Calibrator(model.X_thresholds_.tolist(), model.y_thresholds_.tolist(), int(len(x)))
 
 
 def fit_calibrators(members, session, fold, expand: bool = True) -> dict:

@@ -2,7 +2,8 @@
 
 Per image, in this order (the order ``util.post.pipeline`` applies them): member scores calibrated
 (optional), the member-views fused (``util.post.fuse.fuse_image``: WBF, vote or NMS, member weights),
-score threshold, mask NMS (optional, voting optional), top ``max_per_img``; the metric then copies every
+score threshold, mask NMS (optional, voting optional), top ``max_per_img``, scores rounded as a submission
+file writes them (``format_score``); the metric then copies every
 detection to its ancestors when ``expand`` (as ``util.post.expand`` does). Everything a trial reads is
 already in memory: the members' detections and the session's ground truth.
 
@@ -11,6 +12,7 @@ already in memory: the members' detections and the session's ground truth.
 """
 from __future__ import annotations
 
+from ..common.submission import format_score
 from ..post.combine import cap_detections
 from ..post.fuse import FuseOptions, fuse_image
 from ..post.mask_nms import nms_detections
@@ -34,7 +36,9 @@ def image_predictions(setting: dict, members, image_id: str, options: FuseOption
         fused, _ = nms_detections(fused, height, width, float(setting['nms_iou']), bool(setting.get('vote')),
                                   f'image {image_id}')
         fused = sorted(fused, key=lambda d: -d[1])
-    return cap_detections(fused, int(setting['max_per_img']))
+    fused = cap_detections(fused, int(setting['max_per_img']))
+    # Scores as the submission file will hold them, so that the search scores what a run writes.
+    return [(label, float(format_score(score)), enc) for label, score, enc in fused]
 
 
 def _calibrated(dets, calibrator):

@@ -1,0 +1,7 @@
+# Slim leaf model trained federatedly (configs/_base_/oid_federated.py): box-only boxes are ignore regions,
+# negatives only for verified / annotated classes plus a frequency sample. Same data files as the plain one.
+_base_ = ['./cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py', '../_base_/oid_federated.py']
+model = dict(roi_head=_base_.federated_roi_head,
+             train_cfg=dict(rpn=dict(assigner=_base_.federated_rpn_assigner)))
+train_pipeline = _base_.train_pipeline[:-1] + [dict(type='PackDetInputs', meta_keys=_base_.federated_meta_keys)]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
