@@ -12,7 +12,8 @@ from conftest import REPO
 from util.common.hierarchy import load_default
 from util.data.annotations import is_federated, load_annotations, save_annotations
 from util.data.build import build, make_source
-from util.data.federated import SubsetExpansion, unjoined_boxes
+from util.common.hierarchy import ClassIndex
+from util.data.federated import unjoined_boxes
 from util.data.synthetic import generate
 from util.metric.groundtruth import read_ground_truth
 from util.metric.rules import Classes, expand_ground_truth
@@ -36,17 +37,19 @@ def federated_build(data, split_name, subset):
                  labels_csvs=[str(data / split_name.format('labels'))])
 
 
-def test_expansion_matches_the_metric_on_the_real_hierarchy():
-    """Every label of the challenge hierarchy, up and down, for the full list and a parent subset."""
+def test_expansion_is_the_metrics_on_the_real_hierarchy():
+    """One rule for both (util.common.hierarchy.ClassIndex): every label up to its ancestors, down to its
+    descendants, within the full list and two subsets."""
     h = load_default()
+    assert issubclass(Classes, ClassIndex)          # the metric scores by the same expansion
     for subset in ('all', 'parent25', 'leaf'):
         mids = h.subset(subset)
-        ours, metric = SubsetExpansion(h, mids), Classes(mids, h)
+        ours = ClassIndex(mids, h)
         for mid in h.order:
-            assert set(ours.up(mid)) == set(metric.up(mid)), (subset, mid)
-            assert set(ours.down(mid)) == set(metric.down(mid)), (subset, mid)
+            assert {mids[i] for i in ours.up(mid)} == ({mid} | h.ancestors(mid)) & set(mids), (subset, mid)
+            assert {mids[i] for i in ours.down(mid)} == ({mid} | h.descendants(mid)) & set(mids), (subset, mid)
     # Teddy bear has two parents: a positive reaches Toy, Bear and Carnivore; a negative Bear covers Teddy.
-    all_mids = SubsetExpansion(h, h.order)
+    all_mids = ClassIndex(h.order, h)
     teddy, bear = '/m/0kmg4', '/m/01dws'
     assert {h.order[i] for i in all_mids.up(teddy)} == {teddy, *h.ancestors(teddy)} and len(all_mids.up(teddy)) == 4
     assert h.rank[teddy] in all_mids.down(bear)

@@ -227,3 +227,45 @@ def class_list(spec: str, hierarchy: Hierarchy | None = None) -> list[str]:
     """Classes named on a command line: a subset name (``leaf``, ``parent23``, ...) or a class-list file
     (``read_class_file``), hierarchy order."""
     return subset_classes(hierarchy or load_default(), spec)
+
+
+class ClassIndex:
+    """A class list (MIDs) and each label's expansions through the hierarchy, as indices into the list: the
+    one rule the metric scores by and federated training annotates by.
+
+    ``up(mid)``: the label and its ancestors (what a GT row or a verified-present label counts for);
+    ``down(mid)``: the label and its descendants (what a verified-absent label covers). Labels outside the
+    hierarchy expand to themselves only; expansions keep only listed classes, so a subset of the hierarchy
+    expands within that subset.
+    """
+
+    def __init__(self, mids, hierarchy: Hierarchy):
+        self.mids = list(mids)
+        self.index = {m: i for i, m in enumerate(self.mids)}
+        if len(self.index) != len(self.mids):
+            raise ValueError('class list has duplicate MIDs')
+        self.hierarchy = hierarchy
+        self._up: dict[str, tuple[int, ...]] = {}
+        self._down: dict[str, tuple[int, ...]] = {}
+
+    def __len__(self):
+        return len(self.mids)
+
+    def known(self, mid: str) -> bool:
+        return mid in self.hierarchy.parents
+
+    def _indices(self, labels):
+        return tuple(self.index[m] for m in labels if m in self.index)
+
+    def up(self, mid: str) -> tuple[int, ...]:
+        if mid not in self._up:
+            above = self.hierarchy.ancestors_in_order(mid) if self.known(mid) else []
+            self._up[mid] = self._indices([mid] + above)
+        return self._up[mid]
+
+    def down(self, mid: str) -> tuple[int, ...]:
+        if mid not in self._down:
+            below = sorted(self.hierarchy.descendants(mid), key=self.hierarchy.rank.__getitem__) \
+                if self.known(mid) else []
+            self._down[mid] = self._indices([mid] + below)
+        return self._down[mid]

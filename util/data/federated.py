@@ -27,45 +27,10 @@ import numpy as np
 import pandas as pd
 
 from ..common.errors import DataError
-from ..common.hierarchy import Hierarchy
+from ..common.hierarchy import ClassIndex, Hierarchy
 from ..common.oid_files import BBOX_COLUMNS, LABELS_COLUMNS, iter_rows
 
 JOIN_MIN_IOU = 0.5          # the metric's mask-to-box join threshold (util.metric.groundtruth)
-
-
-def expand_up(hierarchy: Hierarchy, mid: str) -> list[str]:
-    """``mid`` and its ancestors: what a positive label or a GT row counts for (the metric's rule)."""
-    return [mid] + hierarchy.ancestors_in_order(mid)
-
-
-def expand_down(hierarchy: Hierarchy, mid: str) -> list[str]:
-    """``mid`` and its descendants: what a negative label covers (the metric's rule)."""
-    return [mid] + sorted(hierarchy.descendants(mid), key=hierarchy.rank.__getitem__)
-
-
-class SubsetExpansion:
-    """MID -> sorted subset indices of its up / down expansion (cached; unknown MIDs -> None)."""
-
-    def __init__(self, hierarchy: Hierarchy, mids):
-        self.hierarchy = hierarchy
-        self.index = {m: i for i, m in enumerate(mids)}
-        self._up: dict[str, tuple[int, ...]] = {}
-        self._down: dict[str, tuple[int, ...]] = {}
-
-    def _known(self, mid):
-        return mid in self.hierarchy.parents
-
-    def up(self, mid: str):
-        if mid not in self._up:
-            self._up[mid] = (tuple(sorted({self.index[m] for m in expand_up(self.hierarchy, mid)
-                                           if m in self.index})) if self._known(mid) else None)
-        return self._up[mid]
-
-    def down(self, mid: str):
-        if mid not in self._down:
-            self._down[mid] = (tuple(sorted({self.index[m] for m in expand_down(self.hierarchy, mid)
-                                             if m in self.index})) if self._known(mid) else None)
-        return self._down[mid]
 
 
 @dataclass
@@ -111,7 +76,7 @@ def _float(value: str, where: str, name: str) -> float:
     return x
 
 
-def read_image_labels(path: str, expansion: SubsetExpansion, fed: FederatedLabels) -> None:
+def read_image_labels(path: str, expansion: ClassIndex, fed: FederatedLabels) -> None:
     """Image-level labels CSV -> ``fed.verified_pos`` / ``verified_neg`` (expanded, subset indices)."""
     for line, (image_id, label, conf) in iter_rows(path, LABELS_COLUMNS):
         c = _float(conf, f'{path}:{line}', 'Confidence')
@@ -120,10 +85,10 @@ def read_image_labels(path: str, expansion: SubsetExpansion, fed: FederatedLabel
         if not image_id:
             raise DataError(f'{path}:{line}: empty ImageID')
         fed.images.add(image_id)
-        labels = expansion.up(label) if c == 1.0 else expansion.down(label)
-        if labels is None:
+        if not expansion.known(label):
             fed.unknown_label_rows += 1
             continue
+        labels = expansion.up(label) if c == 1.0 else expansion.down(label)
         if labels:
             (fed.verified_pos if c == 1.0 else fed.verified_neg).setdefault(image_id, set()).update(labels)
 
@@ -208,7 +173,7 @@ def read_federated(bbox_csvs, labels_csvs, mask_boxes: pd.DataFrame, hierarchy: 
     from, for the join. ``expand``: box-only boxes are emitted once per ancestor in the subset too (as the
     masks of a parent subset are); verified labels always expand as the metric does.
     """
-    expansion = SubsetExpansion(hierarchy, mids)
+    expansion = ClassIndex(mids, hierarchy)
     fed = FederatedLabels()
     for path in labels_csvs or ():
         read_image_labels(path, expansion, fed)
@@ -221,8 +186,8 @@ def read_federated(bbox_csvs, labels_csvs, mask_boxes: pd.DataFrame, hierarchy: 
         rows = rows[known]
         _add_present(fed, expansion, rows)
         for image_id, label, x1, y1, x2, y2, g in _box_only_tuples(box_only_rows(rows, mask_boxes)):
-            labels = tuple(sorted({index[m] for m in (expand_up(hierarchy, label) if expand else [label])
-                                   if m in index}))
+            labels = tuple(sorted(expansion.up(label))) if expand else \
+                ((index[label],) if label in index else ())
             if labels:
                 fed.box_only.setdefault(image_id, []).append((labels, (x1, y1, x2, y2), bool(g)))
     if bbox_csvs or labels_csvs:
@@ -230,7 +195,7 @@ def read_federated(bbox_csvs, labels_csvs, mask_boxes: pd.DataFrame, hierarchy: 
     return fed
 
 
-def _add_present(fed: FederatedLabels, expansion: SubsetExpansion, rows: pd.DataFrame) -> None:
+def _add_present(fed: FederatedLabels, expansion: ClassIndex, rows: pd.DataFrame) -> None:
     """GT rows (boxes or masks) make their class and its ancestors present, as in the metric."""
     for image_id, label in zip(rows['ImageID'].tolist(), rows['LabelName'].tolist()):
         up = expansion.up(label)

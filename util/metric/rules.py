@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..common.hierarchy import ClassIndex
 from ..common.mask_codec import rle_areas
 
 MATCH_THRESHOLD = 0.5
@@ -59,43 +60,11 @@ TIES = ('official', 'fp-first')     # the first is the default
 MASK_EPS = np.float32(1e-7)         # np_mask_ops.EPSILON, applied in float32
 
 
-class Classes:
-    """The evaluated class list (MIDs, in report order) and each label's expansions as class indices.
-
-    Labels outside the hierarchy expand to themselves only; expansions keep only listed classes, so a
-    class list that is a subset of the hierarchy evaluates that subset.
-    """
-
-    def __init__(self, mids, hierarchy):
-        self.mids = list(mids)
-        self.index = {m: i for i, m in enumerate(self.mids)}
-        if len(self.index) != len(self.mids):
-            raise ValueError('class list has duplicate MIDs')
-        self.hierarchy = hierarchy
-        self._up: dict[str, tuple[int, ...]] = {}
-        self._down: dict[str, tuple[int, ...]] = {}
-
-    def __len__(self):
-        return len(self.mids)
-
-    def _indices(self, labels):
-        return tuple(self.index[m] for m in labels if m in self.index)
-
-    def up(self, mid: str) -> tuple[int, ...]:
-        """``mid`` and its ancestors: the classes a GT row or a positive label counts for."""
-        if mid not in self._up:
-            known = mid in self.hierarchy.parents
-            self._up[mid] = self._indices([mid] + (self.hierarchy.ancestors_in_order(mid) if known else []))
-        return self._up[mid]
-
-    def down(self, mid: str) -> tuple[int, ...]:
-        """``mid`` and its descendants: the classes a negative image-level label covers."""
-        if mid not in self._down:
-            known = mid in self.hierarchy.parents
-            self._down[mid] = self._indices([mid] + (sorted(self.hierarchy.descendants(mid),
-                                                            key=self.hierarchy.rank.__getitem__)
-                                                     if known else []))
-        return self._down[mid]
+class Classes(ClassIndex):
+    """The evaluated class list (MIDs, in report order) and each label's expansions as class indices
+    (``util.common.hierarchy.ClassIndex``: ``up`` for GT rows and positive labels, ``down`` for negative
+    ones). Labels outside the hierarchy expand to themselves only; a class list that is a subset of the
+    hierarchy evaluates that subset."""
 
 
 @dataclass
