@@ -110,3 +110,11 @@ def test_late_fusion_benchmark():
     values = dict(re.findall(r'(\w+)=(\S+)', line))
     assert ['late_fusion_s_per_img', 'wbf_s', 'masks_s'] == list(values)[:3], line
     assert float(values['late_fusion_s_per_img']) > 0
+
+
+def test_search_benchmark(tmp_path):
+    proc = run_cli([BENCH + 'benchmark_search.py', '--images', '12', '--workers', '2', '--repeats', '1',
+                    '--data-dir', str(tmp_path)])
+    values = last_line_values(proc, ['trial_s', 'session_setup_s', 'evaluate_files_s', 'trial_speedup', 'images',
+                                     'workers'])
+    assert values['images'] == 12 and values['trial_s'] > 0 and 'both ways' in proc.stdout
