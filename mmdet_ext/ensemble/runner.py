@@ -26,6 +26,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Sequence
 
 import torch
@@ -34,6 +35,7 @@ from util.common.atomic import AtomicWriter
 from util.common.cli import progress as progress_bar
 from util.common.errors import DataError
 from util.common.mask_codec import encode_binary_batch
+from util.common.workers import die_with_parent
 from util.data.shards import shard_bounds
 from util.post.results_io import ResultsWriter
 
@@ -196,7 +198,9 @@ class _ViewsOf(torch.utils.data.Dataset):
             return i, e
 
 
-def _one_thread(*_):
+def _one_thread(parent: int, *_):
+    """Pool and DataLoader workers: one torch thread each, and gone when the tester is (a SIGKILL)."""
+    die_with_parent(parent)
     torch.set_num_threads(1)
 
 
@@ -212,9 +216,11 @@ def _pipelined(ensemble, todo, workers: int):
     context = mp.get_context('spawn' if on_cuda or 'fork' not in mp.get_all_start_methods() else 'fork')
     loader = torch.utils.data.DataLoader(_ViewsOf(ensemble.view_maker, todo), batch_size=None, shuffle=False,
                                          num_workers=workers, multiprocessing_context=context,
-                                         worker_init_fn=_one_thread, prefetch_factor=2)
+                                         worker_init_fn=partial(_one_thread, os.getpid()),
+                                         prefetch_factor=2)
     pending = deque()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread,
+                             initargs=(os.getpid(),)) as pool:
         def oldest():
             item, path, job = pending.popleft()
             if isinstance(job, UnreadableImage):

@@ -11,4 +11,5 @@
     submission   the Kaggle submission CSV: streaming reader, lock-step reader, atomic writer, id lists
     image_io     image sizes from headers, full decodes for --strict, mask PNGs, image file lookup
     drawing      instances drawn on images (annotation and prediction pictures)
+    workers      pool workers that die with their parent (no orphans after a SIGKILL)
 """

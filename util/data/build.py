@@ -51,6 +51,7 @@ from ..common.hierarchy import (
 from ..common.image_io import decoded_image_size, find_image, image_size, read_mask
 from ..common.mask_codec import resize_nearest
 from ..common.oid_files import MASKS_NEEDED, iter_rows, masks_subdir, split_of_masks_csv
+from ..common.workers import start_worker
 from .annotations import make_metainfo, save_annotations
 from .federated import read_federated
 
@@ -261,7 +262,8 @@ def convert(tasks, *, workers: int = 1, box_source: str = 'csv', min_box: float 
             gc.freeze()
             try:
                 chunk = max(1, min(64, len(tasks) // (workers * 16) or 1))
-                with mp.get_context('fork').Pool(workers, _init_worker, (box_source, min_box, strict)) as pool:
+                with mp.get_context('fork').Pool(workers, start_worker,
+                                                 (os.getpid(), _init_worker, (box_source, min_box, strict))) as pool:
                     consume(pool.imap(convert_image, tasks, chunksize=chunk))
             finally:
                 gc.unfreeze()

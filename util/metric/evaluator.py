@@ -13,6 +13,7 @@ to the last digit for any number of workers.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ import numpy as np
 from ..common.errors import DataError
 from ..common.image_io import find_image, image_size
 from ..common.mask_codec import check_rles, decode_encoded_batch
+from ..common.workers import start_worker
 from .detections import expand_to_ancestors
 from .groundtruth import ImageRecord, MaskFinder, load_ground_truth
 from .rules import APAccumulator, Classes, Detections, EvalResult, evaluate_image
@@ -120,7 +122,8 @@ def evaluate_tasks(tasks, classes: Classes, finder: MaskFinder, workers: int = 1
             acc.add(run_task(t), t.image_id)
         return acc.result()
     method = 'fork' if 'fork' in mp.get_all_start_methods() else 'spawn'
-    with mp.get_context(method).Pool(workers, initializer=_init, initargs=(classes, finder, ties)) as pool:
+    with mp.get_context(method).Pool(workers, initializer=start_worker,
+                                     initargs=(os.getpid(), _init, (classes, finder, ties))) as pool:
         pending = deque()
 
         def collect():

@@ -17,12 +17,14 @@ of ``image_ids`` without predictions has its GT counted as misses, as the offici
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..common.errors import DataError
 from ..common.mask_codec import decode_encoded_batch
+from ..common.workers import start_worker
 from .classes import load_classes
 from .detections import check_scores, class_indices, expand_to_ancestors
 from .groundtruth import MaskFinder, load_ground_truth, read_ground_truth
@@ -102,7 +104,7 @@ class MetricSession:
             _init_loader(finder)
             loaded = _load_batch(items)
         else:
-            with self._context.Pool(self.workers, _init_loader, (finder,)) as pool:
+            with self._context.Pool(self.workers, start_worker, (os.getpid(), _init_loader, (finder,))) as pool:
                 loaded = [x for part in pool.map(_load_batch, _batches(items, BATCH)) for x in part]
         self.truths = {image_id: (truth, size) for (image_id, truth), (_, _, size) in zip(loaded, items)}
         self.image_ids = sorted(self.truths)
@@ -110,7 +112,8 @@ class MetricSession:
         self.ties = ties
         self._pool = None
         if self.workers > 1:
-            self._pool = self._context.Pool(self.workers, _init_evaluator, (self.classes, self.truths, ties))
+            self._pool = self._context.Pool(self.workers, start_worker,
+                                            (os.getpid(), _init_evaluator, (self.classes, self.truths, ties)))
         else:
             _init_evaluator(self.classes, self.truths, ties)
 

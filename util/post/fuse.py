@@ -56,6 +56,7 @@ error naming both. Rows are read with the strict reader's functions and masks de
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -80,6 +81,7 @@ from ..common.submission import (
     split_line,
 )
 from ..common.textio import open_text
+from ..common.workers import start_worker
 from .combine import cap_detections
 from .mask_nms import greedy_suppress, nms_detections, vote_mask
 
@@ -420,7 +422,7 @@ def fuse_submissions(inputs: list[str], out: str, options: FuseOptions = FuseOpt
     options = options.checked(len(inputs))
     if jobs < 1 or chunk < 1:
         raise DataError(f'jobs {jobs} and chunk {chunk} must be at least 1')
-    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
+    pool = ProcessPoolExecutor(jobs, initializer=start_worker, initargs=(os.getpid(),)) if jobs > 1 else None
     stats = FuseStats()
     try:
         indexes = list(pool.map(index_submission, inputs)) if pool else [index_submission(p) for p in inputs]

@@ -51,6 +51,7 @@ from ..common.cli import add_progress_flag, run
 from ..common.cli import progress as progress_bar
 from ..common.errors import DataError
 from ..common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY, Hierarchy, class_list
+from ..common.workers import start_worker
 from .combine import combine_leaf_and_parent
 from .expand import Expander, expand_submission
 from .mask_nms import mask_nms_submissions
@@ -239,7 +240,7 @@ def run_steps(steps: list[Step], jobs: int = 1, progress: bool = False) -> list[
     deps = _dependencies(steps)
     names = list(dict.fromkeys(s.name for s in steps))
     ran: list[bool | None] = [None] * len(steps)
-    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None       # before the bars' monitor thread
+    pool = ProcessPoolExecutor(jobs, initializer=start_worker, initargs=(os.getpid(),)) if jobs > 1 else None       # before the bars' monitor thread
     bars = {n: progress_bar(None, progress, desc=n, unit='shard', position=i, leave=True,
                             total=sum(s.name == n for s in steps)) for i, n in enumerate(names)}
 
