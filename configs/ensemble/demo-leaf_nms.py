@@ -1,3 +1,4 @@
-# The demo's leaf members fused late with per-class NMS over all member x view detections (a baseline).
+# The demo's leaf members fused late with per-class NMS over all member x view detections (a baseline);
+# its IoU is the test setting iou_thr (None: the first member's test_cfg.rcnn.nms).
 _base_ = ['./demo-leaf.py']
-fusion = dict(_delete_=True, type='NMS', fusion_iou=0.5)
+fusion = dict(_delete_=True, type='NMS')

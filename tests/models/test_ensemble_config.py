@@ -43,6 +43,13 @@ def test_shipped_recipe_loads_and_names_its_missing_checkpoint(path, tmp_path):
     ckpt = tmp_path / 'w.pth'
     ckpt.write_bytes(b'x')
     check_config(apply_flags(cfg, dict(checkpoints=[str(ckpt)] * len(cfg.members))), path)
+    # Every fusion parameter is one its class takes (a misspelt one would fail only when run).
+    import inspect
+
+    from mmdet_ext.ensemble import FUSIONS
+    fusion = dict(cfg.fusion)
+    params = inspect.signature(FUSIONS.get(fusion.pop('type'))).parameters
+    assert set(fusion) <= set(params), (path, sorted(set(fusion) - set(params)))
 
 
 def test_inheritance_and_cfg_options_override():
