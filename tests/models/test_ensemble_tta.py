@@ -109,6 +109,16 @@ def test_every_model_and_view_contributes(model_a, model_b, images):
     assert_differ(one_scale, shared([model_a], [SMALL, (192, 160)]).predict(path))
 
 
+def test_a_view_and_its_mirror_batched_give_the_separate_views_detections(model_a, model_b, images):
+    """One backbone call for the original and the mirrored view of a scale (the GPU default), forced here:
+    the same detections as two calls, to float rounding."""
+    path, views = images[1], dict(scales=[SMALL, (192, 160)], flip=True)
+    apart = shared([model_a, model_b], **views, batch_views=False)
+    together = shared([model_a, model_b], **views, batch_views=True)
+    assert not apart.batch_views and together.batch_views
+    assert_same_detections(apart.predict(path), together.predict(path))
+
+
 def assert_differ(a, b):
     same = len(a) == len(b) and torch.equal(a.labels, b.labels) and torch.allclose(a.scores, b.scores) \
         and torch.allclose(a.bboxes, b.bboxes)
