@@ -184,7 +184,7 @@ stage_search() {
   gt_files
   "$PYTHON" tools/ensemble_search.py "$ENSEMBLES/demo-leaf.py" --checkpoints "$(checkpoint leaf-a)" "$(checkpoint leaf-b)" \
     --space configs/search/demo.py --ann-file "$ANN/leaf-val.pkl" --images-dir "$DATA" --out "$DEMO_DIR/search" \
-    --trials "$SEARCH_TRIALS" --seed "$SEED" --extra "shared proposals=$DEMO_DIR/submissions/val-leaf.csv" \
+    --trials "$SEARCH_TRIALS" --seed "$SEED" --extra "shared proposals=$DEMO_DIR/submissions/val-leaf-expanded.csv" \
     --no-progress "${GT_FILES[@]}" | tail -n 3
 }
 

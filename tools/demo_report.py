@@ -80,7 +80,7 @@ def search_section(demo_dir):
              '| setting | fold A | fold B (held out) |', '|---|---:|---:|']
     picks = [(f'chosen (trial {chosen["trial"]})', rows.get(f'trial {chosen["trial"]}')),
              ('hand-set (defaults: WBF 0.55, equal weights, expansion)', rows.get('hand-set (defaults)')),
-             ('shared proposals (the ensemble config as shipped)', rows.get('shared proposals'))]
+             ('shared proposals (the ensemble config as shipped, expanded)', rows.get('shared proposals'))]
     singles = [r for n, r in rows.items() if n.startswith('single ')]
     if singles:
         top = max(singles, key=lambda r: float(r['fold_a']))
