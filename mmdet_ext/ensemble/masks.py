@@ -1,7 +1,8 @@
 """Mask probabilities of the boxes -> binary masks at original image size.
 
 The same pasting as mmdet's ``FCNMaskHead`` (its ``_do_paste_mask``: bilinear sampling of the 28 x 28
-map inside the box), for one probability map per box that the ensemble has already averaged. On CPU each
+map inside the box), for one probability map per box that the ensemble has already averaged; ``paste_crops``
+keeps each pasted mask as its region, for ``util.common.mask_codec.encode_region``. On CPU each
 box is pasted into its own bounding region (mmdet's CPU fast path); on GPU boxes are pasted in chunks
 that bound the memory of the full-image sampling grid.
 """
@@ -33,6 +34,18 @@ def paste_masks(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: in
                                         skip_empty=device.type == 'cpu')
         masks[(inds, ) + region] = pasted >= threshold
     return masks
+
+
+def paste_crops(probs: torch.Tensor, boxes: torch.Tensor, height: int, width: int,
+                threshold: float = 0.5) -> list[tuple[np.ndarray, int, int]]:
+    """As ``paste_masks`` on the CPU, but each mask kept as its pasted region: (bool crop, y0, x0). The
+    same pixels, without the N full-size masks (120 x 1024 x 768 bytes) that encoding would scan."""
+    probs, boxes = probs.detach().float().cpu(), boxes.detach().float().cpu()
+    out = []
+    for i in range(len(probs)):
+        pasted, (ys, xs) = _do_paste_mask(probs[i:i + 1, None], boxes[i:i + 1], height, width, skip_empty=True)
+        out.append(((pasted[0] >= threshold).numpy(), int(ys.start), int(xs.start)))
+    return out
 
 
 def class_mask_logits(mask_head: torch.nn.Module, mask_feats: torch.Tensor,

@@ -126,12 +126,16 @@ def timed_stages(ensemble, items, folder, classes, out) -> dict:
                 work = ensemble.predict_views(views)
             sync()
             t3 = time.perf_counter()
-            from mmdet_ext.ensemble.masks import paste_masks
-            masks = work.masks if work.masks is not None else paste_masks(
-                work.probs.cpu(), work.bboxes.cpu(), work.height, work.width, work.mask_thr)
+            from mmdet_ext.ensemble.masks import paste_crops
+            from util.common.mask_codec import encode_region
+            h, w = work.height, work.width
+            crops = None if work.masks is not None else paste_crops(work.probs, work.bboxes, h, w, work.mask_thr)
             t4 = time.perf_counter()
-            from mmdet_ext.ensemble.runner import _rles
-            rles = _rles(masks.cpu())
+            if crops is None:
+                from mmdet_ext.ensemble.runner import _rles
+                rles = _rles(work.masks.cpu())
+            else:
+                rles = [encode_region(crop, y0, x0, h, w) for crop, y0, x0 in crops]
             t5 = time.perf_counter()
             writer.write(item['img_id'], work.width, work.height, work.labels.tolist(), work.scores.tolist(), rles)
             t6 = time.perf_counter()

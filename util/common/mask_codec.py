@@ -13,6 +13,7 @@ H x W pixels (``rle_runs.run_totals``, on the compressed counts, compiled). Prob
 form prefixes the caller's place (file:line: image: detection k).
 
     encode_binary(mask) / encode_binary_batch(masks)   binary HxW (NxHxW) array -> RLE(s), str counts
+    encode_region(crop, y0, x0, h, w)      the same for a mask given as its crop (cost of the crop only)
     decode_rle(rle)                        RLE -> binary HxW uint8 array
     rle_to_encoded(rle)                    RLE -> EncodedMask (str); the only encoder
     encode_mask(mask)                      binary HxW array -> EncodedMask
@@ -69,6 +70,29 @@ def _as_coco(rle: dict) -> dict:
 
 def decode_rle(rle: dict) -> np.ndarray:
     return mask_utils.decode(_as_coco(rle))
+
+
+def encode_region(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -> dict:
+    """RLE (str counts) of a height x width mask that is ``crop`` at rows y0.., columns x0.. and empty
+    elsewhere: the bytes ``encode_binary`` gives for the full mask, at the cost of the crop, not of the
+    image (a pasted instance mask is a small part of a 1024 x 768 image)."""
+    crop = np.asarray(crop, bool)
+    h, w = crop.shape
+    if h == 0 or w == 0 or not crop.any():
+        counts = [height * width]
+    else:
+        padded = np.zeros((w, h + 2), np.int8)              # column-major, an empty pixel at both ends
+        padded[:, 1:-1] = crop.T
+        cols, rows = np.nonzero(np.diff(padded, axis=1))
+        edges = (x0 + cols).astype(np.int64) * height + y0 + rows
+        same = np.flatnonzero(edges[1:] == edges[:-1])      # a run across a column boundary: one run
+        keep = np.ones(len(edges), bool)
+        keep[same] = keep[same + 1] = False
+        counts = np.diff(np.concatenate([[0], edges[keep], [height * width]])).tolist()
+        if counts[-1] == 0:                                 # ends on a foreground pixel: no empty last run
+            counts.pop()
+    rle = mask_utils.frPyObjects({'size': [height, width], 'counts': counts}, height, width)
+    return {'size': [height, width], 'counts': rle['counts'].decode('ascii')}
 
 
 def rle_to_encoded(rle: dict) -> str:
