@@ -24,7 +24,7 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 import mmdet_ext  # noqa: E402,F401  (registers the project's modules)
-from mmdet_ext.ensemble.config import apply_flags, load_ensemble_config  # noqa: E402
+from mmdet_ext.ensemble.config import apply_flags, load_ensemble_config, member_name  # noqa: E402
 from mmdet_ext.ensemble.member_views import cache_member_views  # noqa: E402
 from mmdet_ext.launch import parse_cfg_options  # noqa: E402
 from util.common.atomic import AtomicWriter  # noqa: E402
@@ -33,8 +33,7 @@ from util.common.errors import DataError  # noqa: E402
 from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY  # noqa: E402
 from util.common.submission import SubmissionError, iter_submission  # noqa: E402
 from util.metric.session import MetricSession  # noqa: E402
-from util.search.calibrate import fit_calibrators, save_calibrators  # noqa: E402
-from util.search.members import MemberSet, split_folds  # noqa: E402
+from util.search.members import MemberSet  # noqa: E402
 from util.search.space import load_space  # noqa: E402
 from util.search.study import run_search  # noqa: E402
 
@@ -74,8 +73,8 @@ def read_predictions(path: str) -> dict:
 
 def winner_config(args, cfg, best: dict, calibration: str | None) -> str:
     """The chosen setting as an ensemble config file that inherits the searched one."""
-    members = [dict(m.to_dict() if hasattr(m, 'to_dict') else m, weight=float(best['weights'][name]))
-               for m, name in zip(cfg.members, member_names(cfg))]
+    members = [dict(m.to_dict() if hasattr(m, 'to_dict') else m, weight=float(best['weights'][member_name(m)]))
+               for m in cfg.members]
     fusion = dict(_delete_=True, type='SubmissionFusion', method=best['method'], fusion_iou=best['iou_thr'],
                   conf_type=best['conf_type'], fusion_mask_thr=best['mask_thr'], nms_iou=best['nms_iou'],
                   vote=best['vote'], calibration=calibration if best['calibrate'] else None,
@@ -87,10 +86,6 @@ def winner_config(args, cfg, best: dict, calibration: str | None) -> str:
             f'_base_ = [{os.path.abspath(args.config)!r}]\n'
             f'members = {members!r}\nfusion = {fusion!r}\ntest_cfg = {test_cfg!r}\n'
             f'post = {dict(expand=bool(best["expand"]))!r}\n')
-
-
-def member_names(cfg) -> list:
-    return [m.get('name') or os.path.splitext(os.path.basename(m['config']))[0] for m in cfg.members]
 
 
 def main(argv=None) -> None:
@@ -110,10 +105,7 @@ def main(argv=None) -> None:
     with MetricSession(a.masks_csv, a.masks_dir, a.bbox_csv, a.labels_csv, a.hierarchy, a.classes,
                        dict(members.sizes), workers=a.workers) as session:
         best = run_search(members, session, space, a.out, a.trials, a.seed, a.grid, a.seed, a.progress, extra)
-        calibration = None
-        if best['calibrate']:
-            calibration = os.path.abspath(os.path.join(a.out, 'calibration.json'))
-            save_calibrators(calibration, fit_calibrators(members, session, split_folds(members.sizes, a.seed)[0]))
+    calibration = os.path.abspath(os.path.join(a.out, 'calibration.json')) if best['calibrate'] else None
     path = os.path.join(a.out, 'best_ensemble.py')
     with AtomicWriter(path) as f:
         f.write(winner_config(a, cfg, best, calibration))

@@ -173,6 +173,11 @@ def view_scales(cfg: Config, first_model) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in s) for s in scales]
 
 
+def member_name(member: dict) -> str:
+    """A member's ``name``, else its config's file name: what caches, weights and calibrations are keyed by."""
+    return member.get('name') or os.path.splitext(os.path.basename(member['config']))[0]
+
+
 def build_members(cfg: Config, classes: Sequence[str], device: str = 'cpu'):
     """Load every member's model: (members, view specs, test settings) of the ensemble config."""
     from .members import Member
@@ -182,7 +187,7 @@ def build_members(cfg: Config, classes: Sequence[str], device: str = 'cpu'):
     models = load_models([m['config'] for m in members_cfg],
                          [m['checkpoint'] for m in members_cfg], device)
     members = [Member(model, float(m.get('weight', 1.0)), member_classes(m.get('classes'), classes, i),
-                      m.get('name') or os.path.splitext(os.path.basename(m['config']))[0])
+                      member_name(m))
                for i, (model, m) in enumerate(zip(models, members_cfg))]
     views = view_specs(view_scales(cfg, models[0]), bool(cfg.views.get('flip', False)))
     test_cfg = {k: cfg.get('test_cfg', {}).get(k) for k in TEST_KEYS}

@@ -25,9 +25,7 @@ from mmengine.structures import InstanceData
 
 from util.common.mask_codec import decode_encoded, encode_binary_batch, rle_to_encoded
 from util.common.submission import format_score
-from util.post.combine import cap_detections
-from util.post.fuse import FuseOptions, fuse_image
-from util.post.mask_nms import nms_detections
+from util.post.fuse import FuseOptions
 
 from .members import Member
 from .views import ViewSpec
@@ -102,29 +100,21 @@ class SubmissionFusion:
             self.calibrators = load_calibrators(calibration)
         self.view_maker = None
 
-    def _member_triples(self, name, dets):
-        if self.calibrators is None or name not in self.calibrators or not dets:
-            return dets
-        scores = self.calibrators[name].apply([d[1] for d in dets])
-        return [(label, float(s), enc) for (label, _, enc), s in zip(dets, scores)]
-
     @torch.no_grad()
     def predict(self, image, img_id=0) -> InstanceData:
+        from util.search.trial import calibrated, finish_fused
         per_view, size = [], None
         for name, _, fusion in self.parts:
             dets = fusion.predict(image, img_id)
             size = tuple(dets.masks.shape[-2:])
-            per_view.append(self._member_triples(name, submission_triples(dets, self.class_names)))
+            triples = submission_triples(dets, self.class_names)
+            per_view.append(calibrated(triples, (self.calibrators or {}).get(name)))
         height, width = size
-        fused = fuse_image(per_view, width, height, self.options)
-        fused = [d for d in fused if d[1] >= self.score_thr]
-        if self.nms_iou is not None:
-            fused, _ = nms_detections(fused, height, width, float(self.nms_iou), self.vote, f'image {img_id}')
-            fused = sorted(fused, key=lambda d: -d[1])
-        fused = cap_detections(fused, int(self.max_per_img))
+        fused = finish_fused(per_view, width, height, self.options, self.score_thr, self.nms_iou, self.vote,
+                             self.max_per_img, f'image {img_id}')
         out = InstanceData()
         out.labels = torch.tensor([self.index[d[0]] for d in fused], dtype=torch.long)
-        out.scores = torch.tensor([float(format_score(d[1])) for d in fused], dtype=torch.float64)
+        out.scores = torch.tensor([d[1] for d in fused], dtype=torch.float64)
         masks = np.zeros((len(fused), height, width), bool)
         from pycocotools import mask as mask_utils
         for k, d in enumerate(fused):

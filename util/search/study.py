@@ -81,11 +81,11 @@ def baselines(members, session, folds, calibrators=None) -> list[dict]:
 def run_search(members, session, space: dict, out_dir: str, n_trials: int, seed: int = 0,
                grid: bool = False, fold_seed: int = 0, progress: bool = True, extra=None, log=print) -> dict:
     """The whole search into ``out_dir``: study.db (resumable), leaderboard.csv/.md, knobs.png,
-    best_setting.json. ``extra``: {name: predictions} scored on both folds as more reference rows (e.g.
+    best_setting.json, and calibration.json (the maps fitted on fold A) when the space tries calibration. ``extra``: {name: predictions} scored on both folds as more reference rows (e.g.
     the shared-proposal fusion, which needs the models and is run, not searched). Returns the best row."""
     import os
 
-    from .calibrate import fit_calibrators
+    from .calibrate import fit_calibrators, save_calibrators
     from .members import split_folds
     from .report import leaderboard, plot_knobs, write_leaderboard
     os.makedirs(out_dir, exist_ok=True)
@@ -95,6 +95,7 @@ def run_search(members, session, space: dict, out_dir: str, n_trials: int, seed:
     calibrators = None
     if space.get('calibrate', False) not in (False, [False]):
         calibrators = fit_calibrators(members, session, folds[0])       # fold A only
+        save_calibrators(os.path.join(out_dir, 'calibration.json'), calibrators)
         log('calibration fitted on fold A: ' + ', '.join(f'{m} ({c.samples} detections)'
                                                           for m, c in calibrators.items()))
     study = open_study(f'sqlite:///{os.path.abspath(os.path.join(out_dir, "study.db"))}', 'ensemble', seed,

@@ -24,28 +24,37 @@ def fuse_options(setting: dict, members) -> FuseOptions:
                        conf_type=setting['conf_type'], mask_thr=float(setting['mask_thr'])).checked(len(weights))
 
 
+def finish_fused(per_view: list, width: int, height: int, options: FuseOptions, score_thr: float,
+                 nms_iou: float | None, vote: bool, max_per_img: int, where: str = '', names=None) -> list:
+    """Member-view triples of one image -> the final (label, score, EncodedMask) triples, best first: fused,
+    thresholded, mask NMS (optional), capped, scores rounded as a submission file holds them (so that the
+    search scores what a run writes). The search's trials and ``SubmissionFusion`` both end here."""
+    fused = fuse_image(per_view, width, height, options,
+                       (lambda t: f'{names[t]}: {where}') if names else (lambda t: f'input {t + 1}: {where}'))
+    fused = [d for d in fused if d[1] >= score_thr]
+    if nms_iou is not None:
+        fused, _ = nms_detections(fused, height, width, float(nms_iou), bool(vote), where)
+        fused = sorted(fused, key=lambda d: -d[1])
+    fused = cap_detections(fused, int(max_per_img))
+    return [(label, float(format_score(score)), enc) for label, score, enc in fused]
+
+
+def calibrated(dets: list, calibrator) -> list:
+    """Triples with their scores through a member's calibration map."""
+    if not dets or calibrator is None:
+        return dets
+    scores = calibrator.apply([d[1] for d in dets])
+    return [(label, float(s), enc) for (label, _, enc), s in zip(dets, scores)]
+
+
 def image_predictions(setting: dict, members, image_id: str, options: FuseOptions, calibrators=None) -> list:
     """The setting's final (label, score, EncodedMask) triples of one image, best first."""
     height, width = members.sizes[image_id]
     per_view = members.dets[image_id]
     if setting.get('calibrate') and calibrators:
-        per_view = [_calibrated(dets, calibrators[members.member_of[k]]) for k, dets in enumerate(per_view)]
-    fused = fuse_image(per_view, width, height, options, lambda t: f'{members.names[t]}: image {image_id}')
-    fused = [d for d in fused if d[1] >= setting['score_thr']]
-    if setting.get('nms_iou') is not None:
-        fused, _ = nms_detections(fused, height, width, float(setting['nms_iou']), bool(setting.get('vote')),
-                                  f'image {image_id}')
-        fused = sorted(fused, key=lambda d: -d[1])
-    fused = cap_detections(fused, int(setting['max_per_img']))
-    # Scores as the submission file will hold them, so that the search scores what a run writes.
-    return [(label, float(format_score(score)), enc) for label, score, enc in fused]
-
-
-def _calibrated(dets, calibrator):
-    if not dets:
-        return dets
-    scores = calibrator.apply([d[1] for d in dets])
-    return [(label, float(s), enc) for (label, _, enc), s in zip(dets, scores)]
+        per_view = [calibrated(dets, calibrators[members.member_of[k]]) for k, dets in enumerate(per_view)]
+    return finish_fused(per_view, width, height, options, setting['score_thr'], setting.get('nms_iou'),
+                        setting.get('vote'), setting['max_per_img'], f'image {image_id}', members.names)
 
 
 def setting_predictions(setting: dict, members, image_ids, calibrators=None) -> dict:
