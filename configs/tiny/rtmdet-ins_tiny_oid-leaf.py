@@ -4,13 +4,10 @@
 # learn more from plain resized images.
 _base_ = [
     '../_base_/models/rtmdet-ins_tiny_oid.py',
-    '../_base_/datasets/oid-instance.py',
+    '../_base_/datasets/oid-instance_cpu-256.py',
     '../_base_/schedules/cpu-tiny.py',
     '../_base_/oid-runtime.py',
 ]
-data_root = 'work_dirs/demo/data/'
-image_scale = (256, 256)
-
 model = dict(test_cfg=dict(nms_pre=300, max_per_img=30))
 
 train_pipeline = [
@@ -21,20 +18,7 @@ train_pipeline = [
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1, 1)),
     dict(type='PackDetInputs'),
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_scale, keep_ratio=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-train_dataloader = dict(
-    batch_size=2, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=train_pipeline, filter_cfg=dict(min_size=0)))
-val_dataloader = dict(
-    num_workers=0, persistent_workers=False,
-    dataset=dict(data_root=data_root, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(data_root=data_root)
-test_evaluator = val_evaluator
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 # AdamW as mmdetection's RTMDet recipe (SGD at the cascade's lr diverges on a from-scratch dense head).
 optim_wrapper = dict(
     type='OptimWrapper',

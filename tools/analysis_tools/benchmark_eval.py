@@ -127,6 +127,16 @@ def generate(out: str, images: int, workers: int, seed: int = 0) -> None:
     open(os.path.join(out, f'.complete-{images}'), 'w').close()
 
 
+def ensure_dataset(images: int, workers: int, data_dir: str | None = None) -> str:
+    """The synthetic set of ``images`` images (made once; by default in the system's temporary folder)."""
+    out = data_dir or os.path.join(tempfile.gettempdir(), f'oid-eval-bench-{images}')
+    if not os.path.exists(os.path.join(out, f'.complete-{images}')):
+        t = time.perf_counter()
+        generate(out, images, workers)
+        print(f'generated {images} images in {out} in {time.perf_counter() - t:.0f} s')
+    return out
+
+
 def _cpu_seconds() -> float:
     """User + system CPU of this process and its finished children (the pool's workers)."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -147,11 +157,7 @@ def main(argv=None) -> None:
     p.add_argument('--data-dir', help='where the synthetic set lives (default: oid-eval-bench-N in the '
                                       "system's temporary folder)")
     a = p.parse_args(argv)
-    out = a.data_dir or os.path.join(tempfile.gettempdir(), f'oid-eval-bench-{a.images}')
-    if not os.path.exists(os.path.join(out, f'.complete-{a.images}')):
-        t = time.perf_counter()
-        generate(out, a.images, a.workers)
-        print(f'generated {a.images} images in {out} in {time.perf_counter() - t:.0f} s')
+    out = ensure_dataset(a.images, a.workers, a.data_dir)
 
     from util.metric.evaluate import evaluate_files
     load = os.getloadavg()[0]

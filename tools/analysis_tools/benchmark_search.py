@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, HERE)
 
-from benchmark_eval import generate  # noqa: E402
+from benchmark_eval import ensure_dataset  # noqa: E402
 
 from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY  # noqa: E402
 from util.common.submission import iter_submission  # noqa: E402
@@ -43,11 +42,7 @@ def main(argv=None) -> None:
     p.add_argument('--data-dir', help='the synthetic set (default: oid-eval-bench-N in the temporary folder, '
                                       'shared with benchmark_eval.py)')
     a = p.parse_args(argv)
-    out = a.data_dir or os.path.join(tempfile.gettempdir(), f'oid-eval-bench-{a.images}')
-    if not os.path.exists(os.path.join(out, f'.complete-{a.images}')):
-        t = time.perf_counter()
-        generate(out, a.images, a.workers)
-        print(f'generated {a.images} images in {out} in {time.perf_counter() - t:.0f} s')
+    out = ensure_dataset(a.images, a.workers, a.data_dir)
     files = [os.path.join(out, n) for n in ('masks.csv', 'masks', 'bbox.csv', 'labels.csv')]
     sub = os.path.join(out, 'sub.csv')
     predictions, sizes = {}, {}
