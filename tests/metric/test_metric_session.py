@@ -67,3 +67,55 @@ def test_images_without_ground_truth_are_ignored(ds):
         preds = predictions(ds)
         a, b = plain.evaluate(preds, image_ids=list(ds.sizes)), more.evaluate(preds, image_ids=list(sizes))
         assert a.mean_ap == b.mean_ap and b.result.images_ignored == a.result.images_ignored + 1
+
+
+def _shuffled(preds, seed):
+    """The same detections with other scores and order: the masks recur, the result differs."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    out = {}
+    for image_id, (labels, scores, masks) in preds.items():
+        order = rng.permutation(len(labels)).tolist()
+        out[image_id] = (tuple(labels[k] for k in order), tuple(float(rng.random()) for _ in order),
+                         tuple(masks[k] for k in order))
+    return out
+
+
+@pytest.mark.parametrize('workers,cache_masks', [(1, 0), (2, 3), (2, 1024)])
+def test_remembered_masks_give_the_numbers_of_a_fresh_evaluation(ds, workers, cache_masks):
+    """Masks seen before (any cache size, evicted or not) score as a session that never saw them."""
+    preds = predictions(ds)
+    variants = [preds, _shuffled(preds, 1), _shuffled(preds, 2), preds]
+    expected = []
+    for v in variants:
+        with session_of(ds, 1) as fresh:
+            expected.append(fresh.evaluate(v, expand=True).mean_ap)
+    assert len(set(expected[:3])) == 3                       # the variants do differ
+    with MetricSession(ds.path('masks.csv'), ds.path('masks'), ds.path('bbox.csv'), ds.path('labels.csv'),
+                       ds.args()[9], ds.args()[11], dict(ds.sizes), workers=workers,
+                       cache_masks=cache_masks) as session:
+        assert [session.evaluate(v, expand=True).mean_ap for v in variants] == expected
+        # A broken mask is still caught after its image's other masks were remembered.
+        image_id = next(i for i, p in preds.items() if len(p[0]) >= 2)
+        labels, scores, masks = preds[image_id]
+        bad = dict(preds)
+        bad[image_id] = (labels, scores, (masks[0], masks[1][:-4] + 'AAAA') + tuple(masks[2:]))
+        with pytest.raises(DataError, match=f'image {image_id}: detection 2: '):
+            session.evaluate(bad)
+
+
+def _twice(data, image_id):
+    """Predictions made in the workers from their data: each image's own, scores halved."""
+    labels, scores, masks = data[image_id]
+    return labels, tuple(s / 2 for s in scores), masks
+
+
+@pytest.mark.parametrize('workers', [1, 2])
+def test_predictions_made_in_the_workers_score_as_sent_ones(ds, workers):
+    preds = predictions(ds)
+    halved = {i: _twice(preds, i) for i in preds}
+    with MetricSession(ds.path('masks.csv'), ds.path('masks'), ds.path('bbox.csv'), ds.path('labels.csv'),
+                       ds.args()[9], ds.args()[11], dict(ds.sizes), workers=workers, worker_data=preds) as s:
+        made = s.evaluate(None, image_ids=sorted(preds), produce=_twice)
+        sent = s.evaluate(halved, image_ids=sorted(preds))
+    assert made.mean_ap == sent.mean_ap and made.result.detections.sum() == sent.result.detections.sum() > 0

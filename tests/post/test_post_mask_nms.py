@@ -114,3 +114,26 @@ def test_corrupt_masks_stop_nms_and_voting_instead_of_being_laundered():
         for vote in (False, True):
             with pytest.raises(DataError, match=r'^s\.csv:2: image i: detection 2: mask is not 4x4'):
                 nms_detections(dets, h, w, 0.5, vote, 's.csv:2: image i')
+
+
+def test_remembered_ious_equal_computed_ones_in_any_order_and_with_repeats():
+    from pycocotools import mask as mask_utils
+
+    from util.common.mask_codec import decode_encoded_batch, encode_mask
+    from util.post.mask_nms import MaskIoUs, mask_ious
+    rng = np.random.default_rng(3)
+    masks = []
+    for _ in range(6):
+        m = np.zeros((20, 24), np.uint8)
+        y, x = rng.integers(0, 14, 2)
+        m[y:y + 6, x:x + 9] = 1
+        masks.append(encode_mask(m))
+    masks.append(encode_mask(np.zeros((20, 24), np.uint8)))           # empty: IoU 0 with everything
+    memo = MaskIoUs(capacity=2)
+    for trial in range(6):
+        group = [masks[k] for k in rng.permutation(7)[:5]] + [masks[0]]   # a repeated mask too
+        rles = decode_encoded_batch(group, 20, 24)
+        direct = np.asarray(mask_utils.iou(rles, rles, np.zeros(len(rles), np.uint8))).reshape(len(rles), -1)
+        assert np.array_equal(mask_ious(rles, group, memo), direct)
+        assert np.array_equal(mask_ious(rles, group, memo), direct)      # the remembered table
+    assert len(memo._known) <= 2

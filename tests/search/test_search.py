@@ -44,8 +44,8 @@ def members(ds):
 @pytest.fixture(scope='module')
 def session(ds, members):
     with MetricSession(ds.path('masks.csv'), ds.path('masks'), ds.path('bbox.csv'), ds.path('labels.csv'),
-                       ds.args()[9], ds.args()[11], dict(members.sizes), workers=2) as s:
-        yield s
+                       ds.args()[9], ds.args()[11], dict(members.sizes), workers=2, worker_data=members) as s:
+        yield s         # its workers hold the members: score_setting fuses there (the search's way)
 
 
 def quiet(*args, **kwargs):

@@ -63,15 +63,17 @@ def ellipse_rle(h: int, w: int, cx: float, cy: float, a: float, b: float) -> dic
 
 
 def make_image(args):
-    """One image's GT rows, PNGs and submission detections (deterministic in its index)."""
-    i, out, leaves, seed = args
+    """One image's GT rows, PNGs (``write``) and submission detections (deterministic in its index).
+    ``view`` > 0: other detections of the same image (another model's), drawn from their own stream."""
+    i, out, leaves, seed, *rest = args
+    view, write = rest if rest else (0, True)
     rng = np.random.default_rng([seed, i])
     image_id = f'{i:016x}'
     w, h = (LONG_SIDE, int(rng.integers(600, LONG_SIDE + 1)))
     if rng.random() < 0.5:
         w, h = h, w
     mids = list(rng.choice(leaves, size=3, replace=False))
-    boxes, masks_rows, dets = [], [], []
+    boxes, masks_rows = [], []
     mask_dir = os.path.join(out, 'masks', masks_subdir('validation', image_id))
     objects = []
     for k in range(GT_MASKS + BOX_ONLY):
@@ -85,12 +87,21 @@ def make_image(args):
         if k < GT_MASKS:
             scale = rng.uniform(0.4, 1.2)           # the PNGs are not at the image's resolution
             ph, pw = max(8, int(h * scale)), max(8, int(w * scale))
-            png = np.zeros((ph, pw), np.uint8)
-            cv2.ellipse(png, (int(cx * scale), int(cy * scale)), (max(1, int(a * scale)), max(1, int(b * scale))),
-                        0, 0, 360, 255, -1)
             name = mask_png_name(image_id, mid, f'{k:08x}')
-            cv2.imwrite(os.path.join(mask_dir, name), png)
+            if write:
+                png = np.zeros((ph, pw), np.uint8)
+                cv2.ellipse(png, (int(cx * scale), int(cy * scale)),
+                            (max(1, int(a * scale)), max(1, int(b * scale))), 0, 0, 360, 255, -1)
+                cv2.imwrite(os.path.join(mask_dir, name), png)
             masks_rows.append([name, image_id, mid, f'{k:08x}', *[f'{v:.6f}' for v in box], '0.8', ''])
+    dets = _detections(rng if view == 0 else np.random.default_rng([seed, i, view]), objects, mids, leaves, w, h)
+    labels = [[image_id, m, 1] for m in mids] + [[image_id, str(rng.choice(leaves)), 0]]
+    return image_id, w, h, boxes, masks_rows, labels, dets
+
+
+def _detections(rng, objects, mids, leaves, w, h) -> list:
+    """DETECTIONS ellipses: two jittered copies of every GT object, the rest stray."""
+    dets = []
     for d in range(DETECTIONS):
         if d < 2 * len(objects):                     # near a GT object, jittered
             mid, cx, cy, a, b = objects[d % len(objects)]
@@ -102,8 +113,7 @@ def make_image(args):
             cx, cy = rng.uniform(0, w), rng.uniform(0, h)
         rle = ellipse_rle(h, w, cx, cy, max(a, 1.0), max(b, 1.0))
         dets.append((mid, round(float(rng.random()), 4), rle_to_encoded(rle)))
-    labels = [[image_id, m, 1] for m in mids] + [[image_id, str(rng.choice(leaves)), 0]]
-    return image_id, w, h, boxes, masks_rows, labels, dets
+    return dets
 
 
 def generate(out: str, images: int, workers: int, seed: int = 0) -> None:
@@ -135,6 +145,18 @@ def ensure_dataset(images: int, workers: int, data_dir: str | None = None) -> st
         generate(out, images, workers)
         print(f'generated {images} images in {out} in {time.perf_counter() - t:.0f} s')
     return out
+
+
+def ensure_view(out: str, images: int, workers: int, view: int, seed: int = 0) -> str:
+    """``sub-view{view}.csv`` beside the set's ``sub.csv``: the same images predicted by another model."""
+    path = os.path.join(out, f'sub-view{view}.csv')
+    if not os.path.exists(path):
+        leaves = Hierarchy.from_json(DEFAULT_HIERARCHY).leaves
+        with mp.get_context('fork').Pool(workers) as pool, SubmissionWriter(path) as sub:
+            tasks = ((i, out, leaves, seed, view, False) for i in range(images))
+            for image_id, w, h, _, _, _, dets in pool.imap(make_image, tasks, chunksize=16):
+                sub.write(image_id, w, h, dets)
+    return path
 
 
 def _cpu_seconds() -> float:

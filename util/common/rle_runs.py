@@ -1,4 +1,5 @@
-"""The run lengths of pycocotools' compressed RLE counts, summed per string, at compiled speed.
+"""The run lengths of pycocotools' compressed RLE counts, at compiled speed: summed per string (the
+strict check), or painted into a window of the image (a vote over a cluster's masks).
 
 A strict reader must know that a mask's runs cover exactly H x W pixels before pycocotools touches it
 (``mask_codec``). Parsing the counts is a loop over characters; numba compiles it once (cached beside
@@ -7,6 +8,9 @@ over the whole batch and leaves the strict decode costing little more than the l
 The format (pycocotools' rleToString): 5 bits per character from '0', 0x20 = more characters follow,
 0x10 on a count's last character = negative; from the fourth count on, each is the difference to the
 count two places before.
+
+    run_totals(counts)                                         -> total pixels of each string (-1: broken)
+    add_window(counts, height, y0, y1, x0, x1, weight, acc)    acc += weight where the mask is set
 """
 from __future__ import annotations
 
@@ -70,3 +74,48 @@ def run_totals(counts: list[bytes]) -> np.ndarray:
     if n:
         _totals(raw, ends, out)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_window(raw, height, y0, y1, x0, x1, weight, acc):  # pragma: no cover  (tested via add_window)
+    i = 0
+    end = raw.shape[0]
+    pos = 0
+    m = 0
+    before1 = 0
+    before2 = 0
+    while i < end:
+        x = 0
+        k = 0
+        more = True
+        while more:
+            c = np.int64(raw[i]) - 48
+            x |= (c & 0x1f) << (5 * k)
+            more = (c & 0x20) != 0
+            i += 1
+            k += 1
+            if not more and (c & 0x10) != 0:
+                x |= -1 << (5 * k)
+        if m > 2:
+            x += before2
+        if m % 2 == 1 and x > 0:                    # odd runs are foreground: paint [pos, pos + x)
+            last = pos + x - 1
+            for col in range(max(pos // height, x0), min(last // height, x1 - 1) + 1):
+                r0 = max(pos - col * height, y0)
+                r1 = min(last - col * height + 1, height, y1)
+                for r in range(r0, r1):
+                    acc[r - y0, col - x0] += weight
+        pos += x
+        before2 = before1
+        before1 = x
+        m += 1
+
+
+def add_window(counts: bytes, height: int, y0: int, y1: int, x0: int, x1: int, weight: float,
+               acc: np.ndarray) -> None:
+    """``acc`` (rows y0..y1-1, columns x0..x1-1 of the image) += ``weight`` at the mask's pixels, in place,
+    without decoding the whole image. ``counts`` must be checked (``mask_codec``) already."""
+    if isinstance(counts, str):
+        counts = counts.encode('ascii')
+    _add_window(np.frombuffer(counts, np.uint8), int(height), int(y0), int(y1), int(x0), int(x1),
+                float(weight), acc)

@@ -42,10 +42,11 @@ def check_scores(scores, where: str) -> np.ndarray:
 
 def expand_to_ancestors(dets: Detections, classes: Classes) -> Detections:
     """Every detection followed by a copy (same score and mask) for each ancestor in the class list."""
-    cls, scores, masks = [], [], []
-    for c, s, m in zip(dets.classes.tolist(), dets.scores.tolist(), dets.masks):
+    rows, cls = [], []
+    for k, c in enumerate(dets.classes.tolist()):
         for e in classes.up(classes.mids[c]):
+            rows.append(k)
             cls.append(e)
-            scores.append(s)
-            masks.append(m)
-    return Detections(np.asarray(cls, np.int64), np.asarray(scores, np.float64), masks)
+    out = dets.take(rows)
+    out.classes = np.asarray(cls, np.int64)
+    return out

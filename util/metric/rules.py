@@ -7,6 +7,7 @@ float32 / float64 ratios.
 
     Classes(mids, hierarchy)            the evaluated class list and its expansions up / down the hierarchy
     GroundTruth, Detections             one image's inputs
+    mask_features(rles, gt, h, w)       -> MaskFeatures: all the metric reads of the masks (cacheable rows)
     expand_ground_truth(labels, image_labels, classes)   -> GT rows per class, evaluatable classes
     evaluate_image(gt, dets, classes)   -> ImageResult: scored entries and counted GT per class (or None);
                                            outcomes=True: also TP / FP / ignored / not scored per detection
@@ -79,14 +80,49 @@ class GroundTruth:
 
 @dataclass
 class Detections:
-    """One image's detections: class indices into ``Classes``, scores, masks at the image size."""
+    """One image's detections: class indices into ``Classes``, scores, masks at the image size. Instead
+    of the masks, their ``MaskFeatures`` may be given (all the metric reads of a mask), e.g. from a cache
+    of masks already seen; the result is the same."""
     classes: np.ndarray             # (M,) int
     scores: np.ndarray              # (M,) float64
-    masks: list                     # COCO RLE (bytes counts)
+    masks: list | None              # COCO RLE (bytes counts); None when ``features`` are given
+    features: MaskFeatures | None = None
 
     @classmethod
     def empty(cls):
         return cls(np.zeros(0, np.int64), np.zeros(0, np.float64), [])
+
+    def take(self, rows) -> Detections:
+        """The detections at positions ``rows`` (repeats allowed), with their masks or features."""
+        rows = np.asarray(rows, np.int64)
+        masks = None if self.masks is None else [self.masks[k] for k in rows.tolist()]
+        features = None if self.features is None else self.features.take(rows)
+        return Detections(self.classes[rows], self.scores[rows], masks, features)
+
+
+@dataclass
+class MaskFeatures:
+    """What the metric needs of each detection mask, against one image's GT: its area (pixels), tight box
+    (normalised, as ``tight_boxes``) and its intersection (pixels) with every GT mask, in the GT's own row
+    order (0 for box-only GT). Each row depends on that mask and the GT alone, so rows can be cached."""
+    areas: np.ndarray               # (M,) int64
+    boxes: np.ndarray               # (M, 4) float64
+    overlaps: np.ndarray            # (M, N GT rows) int64
+
+    def take(self, rows) -> MaskFeatures:
+        return MaskFeatures(self.areas[rows], self.boxes[rows], self.overlaps[rows])
+
+
+def mask_features(rles: list, gt: GroundTruth, height: int, width: int) -> MaskFeatures:
+    """``MaskFeatures`` of RLEs at the image size; intersections only for non-empty masks."""
+    areas = rle_areas(rles)
+    overlaps = np.zeros((len(rles), len(gt.masks)), np.int64)
+    rows = np.flatnonzero(areas > 0)
+    cols = [j for j, m in enumerate(gt.masks) if m is not None]
+    if rows.size and cols:
+        overlaps[np.ix_(rows, cols)] = mask_intersections([rles[k] for k in rows.tolist()], areas[rows],
+                                                          [gt.masks[j] for j in cols])
+    return MaskFeatures(areas, tight_boxes(rles, height, width), overlaps)
 
 
 # What the metric made of each detection (``ImageResult.outcomes``), e.g. for score calibration.
@@ -257,7 +293,10 @@ def _kept_detections(dets: Detections, evaluatable: set):
     non-empty mask."""
     keep = [k for k, (c, s) in enumerate(zip(dets.classes.tolist(), dets.scores.tolist()))
             if c in evaluatable and s > SCORE_FLOOR]
-    areas = rle_areas([dets.masks[k] for k in keep])
+    if dets.features is not None:
+        areas = dets.features.areas[keep] if keep else np.zeros(0, np.int64)
+    else:
+        areas = rle_areas([dets.masks[k] for k in keep])
     nonempty = np.flatnonzero(areas > 0)
     return [keep[k] for k in nonempty], areas[nonempty]
 
@@ -302,11 +341,15 @@ def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
     codes = np.full(len(dets.scores), NOT_SCORED, np.int8) if outcomes else None
     if not keep:
         return ImageResult(entries, counted, kept, codes)
-    det_masks = [dets.masks[k] for k in keep]
     det_classes, det_scores = dets.classes[keep], dets.scores[keep].astype(np.float64)
-    det_boxes = tight_boxes(det_masks, height, width)
-    inter = np.zeros((len(keep), len(masks)), np.int64)
-    inter[:, masked] = mask_intersections(det_masks, det_areas, [masks[j] for j in masked])
+    if dets.features is not None:
+        det_boxes = dets.features.boxes[keep]
+        inter = dets.features.overlaps[np.ix_(keep, order)]
+    else:
+        det_masks = [dets.masks[k] for k in keep]
+        det_boxes = tight_boxes(det_masks, height, width)
+        inter = np.zeros((len(keep), len(masks)), np.int64)
+        inter[:, masked] = mask_intersections(det_masks, det_areas, [masks[j] for j in masked])
     for c in sorted(set(det_classes.tolist())):
         rows = np.flatnonzero(det_classes == c)
         rows = rows[_descending(det_scores[rows], ties)][:MAX_DETECTIONS_PER_CLASS]

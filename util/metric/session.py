@@ -6,13 +6,23 @@ worker processes, and keeps each image's ``GroundTruth`` in the workers of a poo
 the session; an evaluation then sends only the predictions. The numbers are those of
 ``util.metric.evaluate`` on the same images (same rules, same tie order).
 
+Each worker owns a fixed share of the images, and remembers, per image, what the metric read of every
+mask it has checked (``rules.MaskFeatures``: area, tight box, intersections with the GT), keyed by the
+EncodedMask string: a mask seen in an earlier evaluation (a member's own mask that survived a fusion, a
+setting tried again) is neither decoded nor intersected again. A new string is checked strictly, as
+always. ``cache_masks`` bounds the remembered masks per image (least recently used go first; 0: none).
+
     session = MetricSession(masks_csv, masks_dir, bbox_csv, labels_csv, hierarchy, classes_csv,
-                            sizes={image_id: (height, width)}, workers=2)
+                            sizes={image_id: (height, width)}, workers=2, worker_data=None)
     session.evaluate(predictions, image_ids=None, outcomes=False)    -> SessionResult
+    session.evaluate(None, produce=f)        the predictions made in the workers: f(worker_data, image_id)
     session.close()                                                    (or use it as a context manager)
 
 ``predictions``: image id -> (labels (MIDs), scores, EncodedMasks), a submission row's triples; an image
 of ``image_ids`` without predictions has its GT counted as misses, as the official scorer counts them.
+``produce`` (a picklable function, e.g. a ``functools.partial`` of a module-level one) lets the workers
+make each image's predictions from ``worker_data`` (e.g. a search's cached member predictions, given once
+at start), so that only the function travels, and the making runs in parallel too.
 """
 from __future__ import annotations
 
@@ -28,9 +38,10 @@ from ..common.workers import start_worker
 from .classes import load_classes
 from .detections import check_scores, class_indices, expand_to_ancestors
 from .groundtruth import MaskFinder, load_ground_truth, read_ground_truth
-from .rules import APAccumulator, Detections, EvalResult, evaluate_image
+from .rules import APAccumulator, Detections, EvalResult, MaskFeatures, evaluate_image, mask_features
 
 BATCH = 16
+CACHE_MASKS = 1024          # remembered masks per image and worker (a few hundred bytes each)
 
 _STATE: dict = {}
 
@@ -54,23 +65,54 @@ def _init_loader(finder):
     _STATE['finder'] = finder
 
 
-def _init_evaluator(classes, truths, ties):
-    _STATE.update(classes=classes, truths=truths, ties=ties)
+def _init_evaluator(classes, truths, ties, data=None, cache_masks=CACHE_MASKS):
+    _STATE.update(classes=classes, truths=truths, ties=ties, data=data, cache_masks=int(cache_masks),
+                  cache={})
 
 
-def _evaluate_batch(tasks):
+def _features(image_id: str, encoded, gt, height: int, width: int, where: str) -> MaskFeatures:
+    """The image's masks' features: remembered rows where the string was seen, the rest decoded (strictly)
+    and computed now. Rows are float64 [area, box (4), intersections]: exact for any image size."""
+    cap = _STATE['cache_masks']
+    cache = _STATE['cache'].setdefault(image_id, {})
+    strings = list(encoded)
+    first = {}
+    for k, s in enumerate(strings):
+        first.setdefault(s, k)
+    new = [s for s in first if s not in cache]
+    if new:
+        rles = decode_encoded_batch(new, height, width, lambda j: f'{where}: detection {first[new[j]] + 1}')
+        f = mask_features(rles, gt, height, width)
+        rows = np.concatenate([f.areas[:, None], f.boxes, f.overlaps], axis=1).astype(np.float64)
+        fresh = dict(zip(new, rows))
+    else:
+        fresh = {}
+    table = np.stack([fresh[s] if s in fresh else cache[s] for s in strings]) if strings \
+        else np.zeros((0, 5 + len(gt.masks)))
+    if cap:
+        for s in first:                      # most recently used last
+            cache[s] = fresh[s] if s in fresh else cache.pop(s)
+        for s in list(cache)[:max(0, len(cache) - cap)]:
+            del cache[s]
+    return MaskFeatures(table[:, 0].astype(np.int64), table[:, 1:5], table[:, 5:].astype(np.int64))
+
+
+def _evaluate_batch(job):
+    tasks, produce = job
     classes, truths, ties = _STATE['classes'], _STATE['truths'], _STATE['ties']
     out = []
     for image_id, pred, expand, outcomes in tasks:
         gt, (height, width) = truths[image_id]
+        if produce is not None:
+            pred = produce(_STATE['data'], image_id)
         if pred is None:
             dets = Detections.empty()
         else:
             labels, scores, encoded = pred
             where = f'image {image_id}'
             idx, _, _ = class_indices(labels, classes, where)
-            dets = Detections(np.asarray(idx, np.int64), check_scores(scores, where),
-                              decode_encoded_batch(list(encoded), height, width, where))
+            dets = Detections(np.asarray(idx, np.int64), check_scores(scores, where), None,
+                              _features(image_id, encoded, gt, height, width, where))
             if expand:
                 dets = expand_to_ancestors(dets, classes)
         r = evaluate_image(gt, dets, classes, height, width, ties, outcomes=outcomes)
@@ -88,7 +130,8 @@ class MetricSession:
     Images of ``sizes`` without any ground truth are ignored (``without_gt``), as by the official scorer."""
 
     def __init__(self, masks_csv: str, masks_dir: str, bbox_csv: str, labels_csv: str, hierarchy: str,
-                 classes_csv: str, sizes: dict, workers: int = 1, ties: str = 'official'):
+                 classes_csv: str, sizes: dict, workers: int = 1, ties: str = 'official', worker_data=None,
+                 cache_masks: int = CACHE_MASKS):
         self.classes, _ = load_classes(hierarchy, classes_csv)
         known = set(self.classes.hierarchy.order) | set(self.classes.mids)
         gt = read_ground_truth(masks_csv, bbox_csv, labels_csv, known, set(sizes))
@@ -110,29 +153,42 @@ class MetricSession:
         self.image_ids = sorted(self.truths)
         self._without = set(self.without_gt)
         self.ties = ties
-        self._pool = None
+        self.worker_data = worker_data
+        # Image k of the sorted ids belongs to worker k % workers, for the session's life: its masks'
+        # features are remembered where they will be asked for again.
+        self._owner = {image_id: k % self.workers for k, image_id in enumerate(self.image_ids)}
+        self._pools = []
         if self.workers > 1:
-            self._pool = self._context.Pool(self.workers, start_worker,
-                                            (os.getpid(), _init_evaluator, (self.classes, self.truths, ties)))
+            for w in range(self.workers):
+                share = {i: t for i, t in self.truths.items() if self._owner[i] == w}
+                self._pools.append(self._context.Pool(
+                    1, start_worker, (os.getpid(), _init_evaluator,
+                                      (self.classes, share, ties, worker_data, cache_masks))))
         else:
-            _init_evaluator(self.classes, self.truths, ties)
+            _init_evaluator(self.classes, self.truths, ties, worker_data, cache_masks)
 
-    def evaluate(self, predictions: dict, image_ids=None, expand: bool = False,
-                 outcomes: bool = False) -> SessionResult:
+    def evaluate(self, predictions: dict | None, image_ids=None, expand: bool = False,
+                 outcomes: bool = False, produce=None) -> SessionResult:
         """mAP of ``predictions`` over ``image_ids`` (default: all of the session's); ``expand`` copies
         every detection to its ancestors first (a leaf model's submission); ``outcomes``: also each
-        detection's TP / FP / ignored / not scored (``rules``), e.g. to fit a score calibration."""
+        detection's TP / FP / ignored / not scored (``rules``), e.g. to fit a score calibration;
+        ``produce``: instead of ``predictions``, ``produce(worker_data, image_id)`` in the workers."""
         ids = self.image_ids if image_ids is None else sorted(image_ids)
         unknown = [i for i in ids if i not in self.truths and i not in self._without]
         if unknown:
             raise DataError(f'{len(unknown)} images are not in the session (first: {unknown[0]})')
         ignored = sum(1 for i in ids if i in self._without)
         ids = [i for i in ids if i in self.truths]
-        tasks = [(i, predictions.get(i), expand, outcomes) for i in ids]
-        if self._pool is None:
-            results = _evaluate_batch(tasks)
+        get = (lambda i: None) if produce is not None else predictions.get
+        tasks = [(i, get(i), expand, outcomes) for i in ids]
+        if not self._pools:
+            results = _evaluate_batch((tasks, produce))
         else:
-            results = [x for part in self._pool.map(_evaluate_batch, _batches(tasks, BATCH)) for x in part]
+            pending = [self._pools[w].map_async(
+                _evaluate_batch, [(b, produce) for b in _batches([t for t in tasks if self._owner[t[0]] == w],
+                                                                 BATCH)])
+                       for w in range(self.workers)]
+            results = [x for p in pending for part in p.get() for x in part]
         acc = APAccumulator(self.classes, self.ties)
         for _ in range(ignored):
             acc.add(None)
@@ -144,13 +200,17 @@ class MetricSession:
         return SessionResult(acc.result(), codes)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
-            self._pool = None
+        for pool in self._pools:
+            pool.close()
+        for pool in self._pools:
+            pool.join()
+        self._pools = []
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        if exc[0] is not None:             # an error or Ctrl-C: do not wait for queued work
+            for pool in self._pools:
+                pool.terminate()
         self.close()

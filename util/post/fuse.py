@@ -83,7 +83,7 @@ from ..common.submission import (
 from ..common.textio import open_text
 from ..common.workers import start_worker
 from .combine import cap_detections
-from .mask_nms import greedy_suppress, nms_detections, vote_mask
+from .mask_nms import MaskIoUs, greedy_suppress, mask_ious, nms_detections, vote_mask
 
 METHODS = ('wbf', 'vote', 'nms')
 CONF_TYPES = ('box_and_model_avg', 'absent_model_aware_avg', 'max', 'avg')
@@ -264,7 +264,7 @@ def _fuse_wbf(pool: _Pool, width, height, o: FuseOptions) -> list[Detection]:
     return out
 
 
-def _fuse_vote(pool: _Pool, o: FuseOptions) -> list[Detection]:
+def _fuse_vote(pool: _Pool, o: FuseOptions, memo: MaskIoUs | None = None) -> list[Detection]:
     groups: dict[str, list[int]] = {}
     for i, label in enumerate(pool.labels):
         groups.setdefault(label, []).append(i)
@@ -274,7 +274,7 @@ def _fuse_vote(pool: _Pool, o: FuseOptions) -> list[Detection]:
         order = sorted(idx, key=lambda i: -pool.scores[i])
         rles = [pool.rles[i] for i in order]
         if len(order) > 1:
-            ious = np.asarray(mask_utils.iou(rles, rles, np.zeros(len(rles), np.uint8))).reshape(len(rles), -1)
+            ious = mask_ious(rles, [pool.encoded[i] for i in order], memo)
             clusters = [[order[a]] + [order[j] for j in hit] for a, hit in greedy_suppress(ious, o.iou_thr)]
         else:
             clusters = [order]
@@ -290,10 +290,11 @@ def _fuse_vote(pool: _Pool, o: FuseOptions) -> list[Detection]:
 
 
 def fuse_image(dets_per_input: list[list[Detection]], width: int, height: int, options: FuseOptions,
-               where: Callable[[int], str] = lambda t: f'input {t + 1}') -> list[Detection]:
+               where: Callable[[int], str] = lambda t: f'input {t + 1}', memo: MaskIoUs | None = None
+               ) -> list[Detection]:
     """One image's detections of every input (a list per input, [] where it predicted nothing) -> fused
     detections, at most ``max_per_img``. ``options`` must be ``checked``; ``where(t)`` names input t's row
-    (file:line: image) in errors."""
+    (file:line: image) in errors; ``memo``: the image's remembered mask IoUs (vote and nms; a search's)."""
     o = options
     if o.method == 'nms':
         top = max(o.weights)
@@ -304,10 +305,10 @@ def fuse_image(dets_per_input: list[list[Detection]], width: int, height: int, o
                     pooled.append((label, score * o.weights[t] / top, enc))
                     origin.append((t, k))
         out = nms_detections(pooled, height, width, o.iou_thr, False,
-                             lambda i: f'{where(origin[i][0])}: detection {origin[i][1] + 1}')[0]
+                             lambda i: f'{where(origin[i][0])}: detection {origin[i][1] + 1}', memo)[0]
     else:
         pool = _pool(dets_per_input, width, height, where, lambda s: s > 0 and s >= o.skip_box_thr)
-        out = _fuse_wbf(pool, width, height, o) if o.method == 'wbf' else _fuse_vote(pool, o)
+        out = _fuse_wbf(pool, width, height, o) if o.method == 'wbf' else _fuse_vote(pool, o, memo)
     return cap_detections(out, o.max_per_img)
 
 

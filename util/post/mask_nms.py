@@ -19,6 +19,7 @@ image at a time, so memory does not grow with the number of images. Survivors ar
 order: the first input's detections, then the second's, ...
 
     nms_detections(dets, height, width, iou_thr, vote)   -> (survivors, number voted)
+    mask_ious(rles, encoded, memo)                        -> one label group's IoUs (MaskIoUs: remembered)
     pool_rows(paths, rows[, detections])                  -> pooled detections, where(i) naming file:line
     mask_nms_submissions(inputs, out, iou_thr, vote)      -> NmsStats
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,7 +37,8 @@ from pycocotools import mask as mask_utils
 
 from ..common.cli import add_progress_flag, run
 from ..common.cli import progress as progress_bar
-from ..common.mask_codec import decode_encoded_batch, encode_binary, rle_to_encoded
+from ..common.mask_codec import decode_encoded_batch, encode_region, rle_to_encoded
+from ..common.rle_runs import add_window
 from ..common.submission import SHORTEST, SubmissionWriter, iter_lockstep
 
 
@@ -57,28 +58,58 @@ def greedy_suppress(ious: np.ndarray, thr: float) -> list[tuple[int, np.ndarray]
     return kept
 
 
+class MaskIoUs:
+    """Pairwise mask IoUs remembered by the masks' strings, for one image: a search fuses the same
+    member masks (the same label groups) in every trial, and their IoUs do not depend on the setting.
+    Keeps the ``capacity`` groups used last."""
+
+    def __init__(self, capacity: int = 64):
+        self.capacity = capacity
+        self._known: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, encoded: list[str], rles: list[dict]) -> np.ndarray:
+        unique = sorted(set(encoded))
+        key = tuple(unique)
+        table = self._known.pop(key, None)
+        if table is None:
+            first = {s: k for k, s in reversed(list(enumerate(encoded)))}
+            ordered = [rles[first[s]] for s in unique]
+            table = np.asarray(mask_utils.iou(ordered, ordered, np.zeros(len(ordered), np.uint8)),
+                               np.float64).reshape(len(ordered), -1)
+        self._known[key] = table
+        if len(self._known) > self.capacity:
+            del self._known[next(iter(self._known))]
+        at = {s: k for k, s in enumerate(unique)}
+        idx = np.fromiter((at[s] for s in encoded), np.int64, len(encoded))
+        return table[np.ix_(idx, idx)]
+
+
+def mask_ious(rles: list[dict], encoded: list[str] | None = None, memo: MaskIoUs | None = None) -> np.ndarray:
+    """(N, N) IoUs of one label group's masks (pycocotools, on the RLEs); through ``memo`` when given."""
+    if memo is not None and encoded is not None:
+        return memo(encoded, rles)
+    return np.asarray(mask_utils.iou(rles, rles, np.zeros(len(rles), np.uint8))).reshape(len(rles), -1)
+
+
 def vote_mask(rles: list[dict], weights: list[float], thr: float = 0.5) -> dict:
-    """Weighted mean of the masks > ``thr``, computed inside the cluster's bounding box."""
+    """Weighted mean of the masks > ``thr``, computed inside the cluster's bounding box only (the runs
+    are painted there; no mask is decoded at the image's size)."""
     h, w = rles[0]['size']
     boxes = mask_utils.toBbox(rles)                             # x, y, w, h
     x0, y0 = int(boxes[:, 0].min()), int(boxes[:, 1].min())
     x1, y1 = int((boxes[:, 0] + boxes[:, 2]).max()), int((boxes[:, 1] + boxes[:, 3]).max())
-    with warnings.catch_warnings():       # pycocotools' numpy-2 notice about __array__(copy=...)
-        warnings.simplefilter('ignore', DeprecationWarning)
-        masks = mask_utils.decode(rles)
     acc = np.zeros((y1 - y0, x1 - x0), np.float64)
-    for k, wt in enumerate(weights):
-        acc += wt * masks[y0:y1, x0:x1, k]
-    full = np.zeros((h, w), np.uint8)
-    full[y0:y1, x0:x1] = acc / sum(weights) > thr
-    return encode_binary(full)
+    for rle, wt in zip(rles, weights):                          # in order: the same sums as dense masks
+        add_window(rle['counts'], h, y0, y1, x0, x1, wt, acc)
+    return encode_region(acc / sum(weights) > thr, y0, x0, h, w)
 
 
 def nms_detections(dets, height: int, width: int, iou_thr: float = 0.5, vote: bool = False,
-                   where: Callable[[int], str] | str = '') -> tuple[list[tuple[str, float, str]], int]:
+                   where: Callable[[int], str] | str = '', memo: MaskIoUs | None = None
+                   ) -> tuple[list[tuple[str, float, str]], int]:
     """Mask NMS per label over pooled (label, score, EncodedMask) triples; survivors in pooled order.
     Every mask is checked first; a broken one raises DataError naming ``where`` (``where(i)`` for a
-    callable, else ``where: detection i+1``)."""
+    callable, else ``where: detection i+1``). ``memo``: the image's remembered IoUs (a search's)."""
     coco = decode_encoded_batch([d[2] for d in dets], height, width, where)
     groups: dict[str, list[int]] = {}
     for i, det in enumerate(dets):
@@ -90,7 +121,7 @@ def nms_detections(dets, height: int, width: int, iou_thr: float = 0.5, vote: bo
             continue
         order = sorted(idx, key=lambda i: -dets[i][1])
         rles = [coco[i] for i in order]
-        ious = np.asarray(mask_utils.iou(rles, rles, np.zeros(len(rles), np.uint8))).reshape(len(rles), -1)
+        ious = mask_ious(rles, [dets[i][2] for i in order], memo)
         for a, hit in greedy_suppress(ious, iou_thr):
             keep[[order[j] for j in hit]] = False
             if vote and len(hit) >= 2:

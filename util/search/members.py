@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..common.errors import DataError
 from ..common.submission import SubmissionError, iter_submission
+from ..post.mask_nms import MaskIoUs
 
 
 @dataclass
@@ -24,6 +25,14 @@ class MemberSet:
     member_of: list
     sizes: dict = field(default_factory=dict)
     dets: dict = field(default_factory=dict)
+    _ious: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def ious(self, image_id: str) -> MaskIoUs:
+        """The image's remembered mask IoUs (trials fuse the same member masks; in each process that fuses)."""
+        memo = self._ious.get(image_id)
+        if memo is None:
+            memo = self._ious[image_id] = MaskIoUs()
+        return memo
 
     @property
     def members(self) -> list:
