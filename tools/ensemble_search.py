@@ -57,7 +57,7 @@ def parse_args(argv=None):
         p.add_argument(f'--{name}', required=True, help=what)
     p.add_argument('--hierarchy', default=DEFAULT_HIERARCHY)
     p.add_argument('--classes', default=DEFAULT_CLASSES)
-    p.add_argument('--workers', type=int, default=2, help='metric worker processes (default 2)')
+    p.add_argument('--workers', type=int, default=2, help='metric worker processes, which also fuse the trials (default 2)')
     p.add_argument('--device', default='cpu')
     add_progress_flag(p)
     return p.parse_args(argv)
@@ -103,7 +103,7 @@ def main(argv=None) -> None:
                                 a.progress)
     members = MemberSet.from_files(cached)
     with MetricSession(a.masks_csv, a.masks_dir, a.bbox_csv, a.labels_csv, a.hierarchy, a.classes,
-                       dict(members.sizes), workers=a.workers) as session:
+                       dict(members.sizes), workers=a.workers, worker_data=members) as session:
         best = run_search(members, session, space, a.out, a.trials, a.seed, a.grid, a.seed, a.progress, extra)
     calibration = os.path.abspath(os.path.join(a.out, 'calibration.json')) if best['calibrate'] else None
     path = os.path.join(a.out, 'best_ensemble.py')
