@@ -104,7 +104,11 @@ def main(argv=None) -> None:
     members = MemberSet.from_files(cached)
     with MetricSession(a.masks_csv, a.masks_dir, a.bbox_csv, a.labels_csv, a.hierarchy, a.classes,
                        dict(members.sizes), workers=a.workers, worker_data=members) as session:
-        best = run_search(members, session, space, a.out, a.trials, a.seed, a.grid, a.seed, a.progress, extra)
+        try:
+            best = run_search(members, session, space, a.out, a.trials, a.seed, a.grid, a.seed, a.progress, extra)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f'interrupted: finished trials are kept in {os.path.join(a.out, "study.db")}; '
+                                    'rerun the same command to resume') from None
     calibration = os.path.abspath(os.path.join(a.out, 'calibration.json')) if best['calibrate'] else None
     path = os.path.join(a.out, 'best_ensemble.py')
     with AtomicWriter(path) as f:

@@ -18,9 +18,13 @@ from .errors import DataError
 
 
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
-    """Call ``main(argv)``; turn a DataError or OSError into a one-line message and exit status 1."""
+    """Call ``main(argv)``; turn a DataError or OSError into a one-line message and exit status 1, and
+    Ctrl-C (KeyboardInterrupt, its message if it has one) into one line and status 130, as shells do."""
     try:
         main(argv)
+    except KeyboardInterrupt as e:
+        print(str(e) if str(e) else 'interrupted', file=sys.stderr)
+        return 130
     except DataError as e:
         print(f'error: {e}', file=sys.stderr)
         return 1

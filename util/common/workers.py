@@ -29,7 +29,9 @@ def die_with_parent(parent: int) -> None:
 
 
 def start_worker(parent: int, init=None, args=()) -> None:
-    """A pool initializer: die with ``parent``, then run the pool's own ``init(*args)``."""
+    """A pool initializer: die with ``parent``, leave Ctrl-C to it (a terminal sends SIGINT to the whole
+    process group; the parent stops its pools, and no worker prints a traceback), then run ``init(*args)``."""
     die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if init is not None:
         init(*args)

@@ -20,7 +20,7 @@ from ..common.errors import DataError
 from .space import DEFAULTS, suggest
 from .trial import score_setting
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+optuna.logging.set_verbosity(optuna.logging.ERROR)     # a trial stopped by Ctrl-C is not a warning with a traceback
 
 
 def open_study(storage: str, name: str, seed: int = 0, space: dict | None = None,
