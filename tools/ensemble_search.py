@@ -28,14 +28,14 @@ from mmdet_ext.ensemble.config import apply_flags, load_ensemble_config, member_
 from mmdet_ext.ensemble.member_views import cache_member_views  # noqa: E402
 from mmdet_ext.launch import parse_cfg_options  # noqa: E402
 from util.common.atomic import AtomicWriter  # noqa: E402
-from util.common.cli import add_progress_flag, run  # noqa: E402
+from util.common.cli import add_progress_flag, interrupt_of, run  # noqa: E402
 from util.common.errors import DataError  # noqa: E402
 from util.common.hierarchy import DEFAULT_CLASSES, DEFAULT_HIERARCHY  # noqa: E402
 from util.common.submission import SubmissionError, iter_submission  # noqa: E402
 from util.metric.session import MetricSession  # noqa: E402
 from util.search.members import MemberSet  # noqa: E402
 from util.search.space import load_space  # noqa: E402
-from util.search.study import run_search  # noqa: E402
+from util.search.study import STUDY_NAME, finished, run_search  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -69,6 +69,17 @@ def read_predictions(path: str) -> dict:
                 for row in iter_submission(path)}
     except SubmissionError as e:
         raise DataError(str(e)) from None
+
+
+def finished_trials(db: str) -> int:
+    """How many finished trials the search's study in ``db`` keeps (0 if it was not started yet)."""
+    import optuna
+    if not os.path.exists(db):
+        return 0
+    try:
+        return len(finished(optuna.load_study(study_name=STUDY_NAME, storage=f'sqlite:///{os.path.abspath(db)}')))
+    except KeyError:                        # the file exists, the study not yet
+        return 0
 
 
 def winner_config(args, cfg, best: dict, calibration: str | None) -> str:
@@ -106,9 +117,12 @@ def main(argv=None) -> None:
                        dict(members.sizes), workers=a.workers, worker_data=members) as session:
         try:
             best = run_search(members, session, space, a.out, a.trials, a.seed, a.grid, a.seed, a.progress, extra)
-        except KeyboardInterrupt:
-            raise KeyboardInterrupt(f'interrupted: finished trials are kept in {os.path.join(a.out, "study.db")}; '
-                                    'rerun the same command to resume') from None
+        except (Exception, KeyboardInterrupt) as e:
+            if interrupt_of(e) is None:
+                raise
+            db = os.path.join(a.out, 'study.db')
+            raise KeyboardInterrupt(f'interrupted: finished trials are kept in {db} ({finished_trials(db)} trials '
+                                    'finished); rerun the same command to resume') from None
     calibration = os.path.abspath(os.path.join(a.out, 'calibration.json')) if best['calibrate'] else None
     path = os.path.join(a.out, 'best_ensemble.py')
     with AtomicWriter(path) as f:

@@ -2,10 +2,6 @@
 tools/ensemble_test.py, gives the mAP the search reported on the held-out fold; a rerun resumes."""
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 from _ensemble_helpers import save_checkpoint, subprocess_env, tiny_detector
@@ -23,39 +19,6 @@ def gt_args(root):
     return ['--masks-csv', str(root / 'challenge-2019-validation-segmentation-masks.csv'), '--masks-dir', str(root),
             '--bbox-csv', str(root / 'challenge-2019-validation-segmentation-bbox.csv'),
             '--labels-csv', str(root / 'challenge-2019-validation-segmentation-labels.csv')]
-
-
-def complete_trials(db):
-    import optuna
-    study = optuna.load_study(study_name='ensemble', storage=f'sqlite:///{db}')
-    return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-
-
-def interrupt_after(args, db, complete: int) -> int:
-    """Start a 500-trial search, SIGINT its process group once ``complete`` trials are stored; check it ends
-    at once with status 130, one line and no process left; return the finished trials kept."""
-    env = dict(os.environ, PYTHONWARNINGS='ignore', **subprocess_env())
-    proc = subprocess.Popen([sys.executable, 'tools/ensemble_search.py', *args, '--trials', '500',
-                             '--workers', '2'], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while len(complete_trials(db)) < complete:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
-    assert 'Traceback' not in err and err.strip().splitlines()[-1].startswith('interrupted: finished trials are kept')
-    time.sleep(1)
-    with pytest.raises(ProcessLookupError):           # no worker outlived the search
-        os.killpg(proc.pid, 0)
-    done = len(complete_trials(db))
-    assert complete <= done < 500
-    return done
 
 
 def test_search_then_the_written_config_reproduces_the_held_out_map(synthetic_data, tmp_path):
@@ -79,11 +42,8 @@ def test_search_then_the_written_config_reproduces_the_held_out_map(synthetic_da
     assert 'best: trial' in first.stdout
     assert sorted(os.listdir(out / 'cache')) == ['a@160x128.csv', 'a@160x128.jsonl.gz', 'b@160x128.csv',
                                                  'b@160x128.jsonl.gz']
-    # Ctrl-C as a terminal sends it (SIGINT to the process group) in the middle of a long search.
-    done = interrupt_after(args, out / 'study.db', complete=5)
-    again = run_cli(['tools/ensemble_search.py', *args, '--trials', str(done + 1)], env=subprocess_env())
-    assert f'1 trials run now, {done} finished before (resumed)' in again.stdout
-    assert len(complete_trials(out / 'study.db')) == done + 1
+    again = run_cli(['tools/ensemble_search.py', *args, '--trials', '4'], env=subprocess_env())
+    assert '1 trials run now, 3 finished before (resumed)' in again.stdout
     best = json.loads((out / 'best_setting.json').read_text())
 
     # The written config through the tester, the results -> CSV step and (if chosen) the expansion.

@@ -20,6 +20,8 @@ from ..common.errors import DataError
 from .space import DEFAULTS, suggest
 from .trial import score_setting
 
+STUDY_NAME = 'ensemble'        # the study's name inside OUT/study.db
+
 optuna.logging.set_verbosity(optuna.logging.ERROR)     # a trial stopped by Ctrl-C is not a warning with a traceback
 
 
@@ -98,7 +100,7 @@ def run_search(members, session, space: dict, out_dir: str, n_trials: int, seed:
         save_calibrators(os.path.join(out_dir, 'calibration.json'), calibrators)
         log('calibration fitted on fold A: ' + ', '.join(f'{m} ({c.samples} detections)'
                                                           for m, c in calibrators.items()))
-    study = open_study(f'sqlite:///{os.path.abspath(os.path.join(out_dir, "study.db"))}', 'ensemble', seed,
+    study = open_study(f'sqlite:///{os.path.abspath(os.path.join(out_dir, "study.db"))}', STUDY_NAME, seed,
                        space, grid)
     before = len(finished(study))
     ran = run_trials(study, n_trials, make_objective(space, members, session, folds, calibrators), progress)
