@@ -68,11 +68,12 @@ def search(tmp_path_factory):
 def trials(db):
     """The study's trials, read as a second process sees them while the search writes (none while the
     file exists but the study is not created in it yet)."""
+    from sqlalchemy.exc import OperationalError
     try:
         study = optuna.load_study(study_name=STUDY_NAME, storage=f'sqlite:///{db}')
-    except KeyError:
+        return study.get_trials(deepcopy=False)
+    except (KeyError, OperationalError):      # not created yet, or the writer holds the lock: ask again
         return []
-    return study.get_trials(deepcopy=False)
 
 
 def complete(db):
@@ -90,7 +91,7 @@ def test_ctrl_c_mid_search_then_the_same_command_resumes(search):
         deadline = time.monotonic() + 300
         while not (db.exists() and len(complete(db)) >= 2):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
+            time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)        # the group: the CLI and its metric workers, as a terminal does
         _, err = proc.communicate(timeout=60)
     finally:
