@@ -21,6 +21,28 @@ MAX_CHARS_PER_COUNT = 12        # 12 x 5 bits: more cannot be a run of a 32-bit 
 
 
 @numba.njit(cache=True, nogil=True)
+def _read_count(raw, i, end):  # pragma: no cover  (compiled; tested through its users)
+    """One count of the string from raw[i] (before the delta to the count two places back):
+    (value, index after it, well-formed)."""
+    x = 0
+    k = 0
+    more = True
+    while more:
+        if i >= end or k >= MAX_CHARS_PER_COUNT:
+            return 0, i, False
+        c = np.int64(raw[i]) - 48
+        if c < 0 or c > 63:
+            return 0, i, False
+        x |= (c & 0x1f) << (5 * k)
+        more = (c & 0x20) != 0
+        i += 1
+        k += 1
+        if not more and (c & 0x10) != 0:
+            x |= -1 << (5 * k)
+    return x, i, True
+
+
+@numba.njit(cache=True, nogil=True)
 def _totals(raw, ends, out):  # pragma: no cover  (compiled; tested through run_totals)
     start = 0
     for s in range(ends.shape[0]):
@@ -31,25 +53,10 @@ def _totals(raw, ends, out):  # pragma: no cover  (compiled; tested through run_
         before2 = 0
         bad = False
         i = start
-        while i < end and not bad:
-            x = 0
-            k = 0
-            more = True
-            while more:
-                if i >= end or k >= MAX_CHARS_PER_COUNT:
-                    bad = True
-                    break
-                c = np.int64(raw[i]) - 48
-                if c < 0 or c > 63:
-                    bad = True
-                    break
-                x |= (c & 0x1f) << (5 * k)
-                more = (c & 0x20) != 0
-                i += 1
-                k += 1
-                if not more and (c & 0x10) != 0:
-                    x |= -1 << (5 * k)
-            if bad:
+        while i < end:
+            x, i, ok = _read_count(raw, i, end)
+            if not ok:
+                bad = True
                 break
             if m > 2:
                 x += before2
@@ -85,17 +92,7 @@ def _add_window(raw, height, y0, y1, x0, x1, weight, acc):  # pragma: no cover  
     before1 = 0
     before2 = 0
     while i < end:
-        x = 0
-        k = 0
-        more = True
-        while more:
-            c = np.int64(raw[i]) - 48
-            x |= (c & 0x1f) << (5 * k)
-            more = (c & 0x20) != 0
-            i += 1
-            k += 1
-            if not more and (c & 0x10) != 0:
-                x |= -1 << (5 * k)
+        x, i, _ = _read_count(raw, i, end)         # checked strings only: always well-formed
         if m > 2:
             x += before2
         if m % 2 == 1 and x > 0:                    # odd runs are foreground: paint [pos, pos + x)
