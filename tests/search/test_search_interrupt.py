@@ -7,9 +7,11 @@ caching step (it then only loads the members, it does not run them): the test is
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -66,18 +68,26 @@ def search(tmp_path_factory):
 
 
 def trials(db):
-    """The study's trials, read as a second process sees them while the search writes (none while the
-    file exists but the study is not created in it yet)."""
-    from sqlalchemy.exc import OperationalError
-    try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=f'sqlite:///{db}')
-        return study.get_trials(deepcopy=False)
-    except (KeyError, OperationalError):      # not created yet, or the writer holds the lock: ask again
-        return []
+    """The study's trials, through optuna: only once the search has ended (optuna's first connection to a
+    file migrates its schema, which races with the search's own creation of it)."""
+    return optuna.load_study(study_name=STUDY_NAME, storage=f'sqlite:///{db}').get_trials(deepcopy=False)
 
 
 def complete(db):
     return [t for t in trials(db) if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def complete_while_running(db):
+    """How many trials have finished, read as a second process sees the file while the search writes it:
+    read-only SQL, so the reader never creates or migrates anything (0 while the tables are not there yet
+    or the writer holds the lock)."""
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f'file:{db}?mode=ro', uri=True, timeout=0.1)) as con:
+            return con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:        # no such table yet, or locked: ask again
+        return 0
 
 
 @pytest.mark.slow
@@ -89,7 +99,7 @@ def test_ctrl_c_mid_search_then_the_same_command_resumes(search):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while not (db.exists() and len(complete(db)) >= 2):
+        while complete_while_running(db) < 2:
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)        # the group: the CLI and its metric workers, as a terminal does
