@@ -115,8 +115,9 @@ def test_late_fusion_benchmark():
 def test_search_benchmark(tmp_path):
     proc = run_cli([BENCH + 'benchmark_search.py', '--images', '12', '--workers', '2', '--trials', '3',
                     '--baseline-images', '6', '--data-dir', str(tmp_path)])
-    values = last_line_values(proc, ['trial_s', 'metric_cold_s', 'metric_warm_s', 'session_setup_s',
-                                     'evaluate_files_s', 'images', 'views', 'workers'])
+    values = last_line_values(proc, ['trial_s', 'trial_metric_s', 'metric_cold_s', 'metric_warm_s',
+                                     'session_setup_s', 'evaluate_files_s', 'images', 'views', 'workers'])
     assert values['images'] == 12 and values['views'] == 3 and values['trial_s'] > 0
+    assert 0 <= values['trial_metric_s'] <= values['trial_s']
     assert 'from the files and the session' in proc.stdout and 'same mAPs' in proc.stdout
     assert (tmp_path / 'sub-view2.csv').exists()

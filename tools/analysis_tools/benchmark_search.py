@@ -11,14 +11,15 @@ long side 1024, ~5 GT masks, 100 detections per model and image; ``--views`` mod
 - ``metric_cold_s``: the same submission through the session the first time (every mask new);
 - ``metric_warm_s``: the same again (every mask remembered: e.g. an NMS fusion's survivors);
 - ``trial_s``: a search trial (the member-views fused in the session's workers, then scored on both
-  folds), the mean over ``--trials`` settings of wbf, vote and NMS;
+  folds), the mean over ``--trials`` settings of wbf, vote and NMS; ``trial_metric_s``: the metric's part
+  of it (the workers' seconds in the metric, per worker: what is left when the fusion is taken out);
 - ``lead_trial_ms_per_image`` against ``trial_ms_per_image``: the first setting on ``--baseline-images``
   images fused in this process and sent (the way before the workers fused) and fused in the workers
   with an empty mask memory, in the same run.
 
 The session and ``util.metric.evaluate`` give the same mAP (checked), and so do both trial ways. Last line:
 
-    trial_s=... metric_cold_s=... metric_warm_s=... session_setup_s=... evaluate_files_s=... images=...
+    trial_s=... trial_metric_s=... metric_cold_s=... metric_warm_s=... session_setup_s=... evaluate_files_s=... images=...
 
     python tools/analysis_tools/benchmark_search.py [--images 5000] [--workers 2] [--views 3] [--trials 6]
 """
@@ -87,13 +88,14 @@ def main(argv=None) -> None:
         t = time.perf_counter()
         warm = session.evaluate(predictions)
         warm_s = time.perf_counter() - t
-        times = []
+        times, metric_times = [], []
         for k, setting in enumerate(settings):
-            t = time.perf_counter()
+            t, metric_before = time.perf_counter(), session.metric_s
             fold_a, fold_b = score_setting(setting, members, session, folds)
             times.append(time.perf_counter() - t)
-            print(f'trial {k}: {setting["method"]} iou {setting["iou_thr"]}: {times[-1]:.2f} s, '
-                  f'fold A {fold_a:.4f} fold B {fold_b:.4f}', flush=True)
+            metric_times.append((session.metric_s - metric_before) / a.workers)
+            print(f'trial {k}: {setting["method"]} iou {setting["iou_thr"]}: {times[-1]:.2f} s, of which metric '
+                  f'{metric_times[-1]:.2f} s per worker; fold A {fold_a:.4f} fold B {fold_b:.4f}', flush=True)
     for name, value in (('cold', cold.mean_ap), ('warm', warm.mean_ap)):
         if value != reference.mean_ap:
             sys.exit(f'error: the session ({name}) gives mAP {value}, util.metric.evaluate {reference.mean_ap}')
@@ -118,7 +120,8 @@ def main(argv=None) -> None:
     print(f'lead_trial_ms_per_image={1000 * lead_s / len(few):.1f} '
           f'trial_ms_per_image={1000 * workers_s / len(few):.1f} on {len(few)} images '
           f'({lead_s / workers_s:.2f}x; same mAPs {by_lead[0]:.4f}, {by_lead[1]:.4f})')
-    print(f'trial_s={sum(times) / len(times):.2f} metric_cold_s={cold_s:.2f} metric_warm_s={warm_s:.2f} '
+    print(f'trial_s={sum(times) / len(times):.2f} trial_metric_s={sum(metric_times) / len(metric_times):.2f} '
+          f'metric_cold_s={cold_s:.2f} metric_warm_s={warm_s:.2f} '
           f'session_setup_s={setup_s:.2f} evaluate_files_s={files_s:.2f} images={len(predictions)} '
           f'views={a.views} workers={a.workers}')
 

@@ -1,5 +1,6 @@
 """The run lengths of pycocotools' compressed RLE counts, at compiled speed: summed per string (the
-strict check), or painted into a window of the image (a vote over a cluster's masks).
+strict check), painted into a window of the image (a vote over a cluster's masks), or read as foreground
+intervals (the metric's areas, tight boxes and intersections, exact and without a dense mask).
 
 A strict reader must know that a mask's runs cover exactly H x W pixels before pycocotools touches it
 (``mask_codec``). Parsing the counts is a loop over characters; numba compiles it once (cached beside
@@ -11,6 +12,8 @@ count two places before.
 
     run_totals(counts)                                         -> total pixels of each string (-1: broken)
     add_window(counts, height, y0, y1, x0, x1, weight, acc)    acc += weight where the mask is set
+    runs_of(counts_list, height)                               -> Runs: foreground runs, areas, boxes
+    overlap_pixels(runs_a, runs_b)                             -> (M, N) shared pixels
 """
 from __future__ import annotations
 
@@ -116,3 +119,113 @@ def add_window(counts: bytes, height: int, y0: int, y1: int, x0: int, x1: int, w
         counts = counts.encode('ascii')
     _add_window(np.frombuffer(counts, np.uint8), int(height), int(y0), int(y1), int(x0), int(x1),
                 float(weight), acc)
+
+
+@numba.njit(cache=True, nogil=True)
+def _foreground(raw, ends, height, starts, stops, offsets, areas, boxes):  # pragma: no cover  (via runs_of)
+    """Each string's foreground runs as [start, stop) pixel intervals (column-major), its area and its
+    tight box [xmin, ymin, xmax, ymax] (inclusive; -1 when empty)."""
+    k = 0
+    start = 0
+    for s in range(ends.shape[0]):
+        offsets[s] = k
+        end = ends[s]
+        pos = 0
+        m = 0
+        before1 = 0
+        before2 = 0
+        area = 0
+        x0 = y0 = np.int64(1) << 62
+        x1 = y1 = np.int64(-1)
+        i = start
+        while i < end:
+            x, i, _ = _read_count(raw, i, end)         # checked strings only: always well-formed
+            if m > 2:
+                x += before2
+            if m % 2 == 1 and x > 0:
+                starts[k] = pos
+                stops[k] = pos + x
+                k += 1
+                area += x
+                last = pos + x - 1
+                c0 = pos // height
+                c1 = last // height
+                if c0 < c1:                             # across a column's end: rows h-1 and 0 both set
+                    r0 = 0
+                    r1 = height - 1
+                else:
+                    r0 = pos - c0 * height
+                    r1 = last - c1 * height
+                x0 = min(x0, c0)
+                x1 = max(x1, c1)
+                y0 = min(y0, r0)
+                y1 = max(y1, r1)
+            pos += x
+            before2 = before1
+            before1 = x
+            m += 1
+        areas[s] = area
+        if area:
+            boxes[s, 0], boxes[s, 1], boxes[s, 2], boxes[s, 3] = x0, y0, x1, y1
+        else:
+            boxes[s, :] = -1
+        start = end
+    offsets[ends.shape[0]] = k
+
+
+class Runs:
+    """Masks' foreground runs (``runs_of``): ``starts``/``stops`` of mask k are
+    ``[offsets[k]:offsets[k + 1]]``; ``areas`` (pixels) and ``boxes`` (xmin, ymin, xmax, ymax in pixels,
+    inclusive; -1 for an empty mask), one row per mask."""
+    __slots__ = ('starts', 'stops', 'offsets', 'areas', 'boxes')
+
+    def __init__(self, starts, stops, offsets, areas, boxes):
+        self.starts, self.stops, self.offsets, self.areas, self.boxes = starts, stops, offsets, areas, boxes
+
+
+def runs_of(counts: list[bytes], height: int) -> Runs:
+    """The foreground runs, areas and tight boxes of checked compressed counts strings (``mask_codec``
+    checks them) of masks ``height`` pixels high: the exact pixels a dense decode would set."""
+    n = len(counts)
+    ends = np.cumsum(np.fromiter(map(len, counts), np.int64, n))
+    raw = np.frombuffer(b''.join(counts), np.uint8)
+    room = len(raw) // 2 + n                    # a run takes a character at least; every other is foreground
+    starts, stops = np.empty(room, np.int64), np.empty(room, np.int64)
+    offsets, areas, boxes = np.zeros(n + 1, np.int64), np.zeros(n, np.int64), np.empty((n, 4), np.int64)
+    if n:
+        _foreground(raw, ends, int(height), starts, stops, offsets, areas, boxes)
+    used = int(offsets[-1])
+    return Runs(starts[:used], stops[:used], offsets, areas, boxes)
+
+
+@numba.njit(cache=True, nogil=True)
+def _overlaps(a_starts, a_stops, a_offsets, a_boxes, b_starts, b_stops, b_offsets, b_boxes, out):  # pragma: no cover
+    for p in range(a_boxes.shape[0]):
+        if a_boxes[p, 0] < 0:
+            continue
+        for q in range(b_boxes.shape[0]):
+            if (b_boxes[q, 0] < 0 or b_boxes[q, 0] > a_boxes[p, 2] or a_boxes[p, 0] > b_boxes[q, 2]
+                    or b_boxes[q, 1] > a_boxes[p, 3] or a_boxes[p, 1] > b_boxes[q, 3]):
+                continue                                # boxes apart: nothing shared
+            i, i_end = a_offsets[p], a_offsets[p + 1]
+            j, j_end = b_offsets[q], b_offsets[q + 1]
+            total = 0
+            while i < i_end and j < j_end:
+                lo = max(a_starts[i], b_starts[j])
+                hi = min(a_stops[i], b_stops[j])
+                if hi > lo:
+                    total += hi - lo
+                if a_stops[i] < b_stops[j]:
+                    i += 1
+                else:
+                    j += 1
+            out[p, q] = total
+
+
+def overlap_pixels(a: Runs, b: Runs) -> np.ndarray:
+    """Pixels shared by every mask of ``a`` with every mask of ``b`` (same image size), (M, N) int64:
+    a merge of their runs, without dense masks."""
+    out = np.zeros((len(a.areas), len(b.areas)), np.int64)
+    if out.size:
+        _overlaps(a.starts, a.stops, a.offsets, a.boxes, b.starts, b.stops, b.offsets, b.boxes, out)
+    return out

@@ -1,9 +1,9 @@
 """The challenge metric's rules (official TF Object Detection API scorer, instance segmentation), without I/O.
 
 One image's ground truth and detections go in; per-class scored entries come out; the entries of all
-images become per-class AP and the mAP. Masks are COCO RLEs (bytes counts) at the image size and every
-overlap is computed in the RLE domain (``pycocotools.mask.iou``), then turned into the reference's exact
-float32 / float64 ratios.
+images become per-class AP and the mAP. Masks are COCO RLEs (bytes counts) at the image size; areas, tight
+boxes and intersections are exact pixel counts read off their runs (``util.common.rle_runs``, compiled, no
+dense mask), then turned into the reference's exact float32 / float64 ratios.
 
     Classes(mids, hierarchy)            the evaluated class list and its expansions up / down the hierarchy
     GroundTruth, Detections             one image's inputs
@@ -49,10 +49,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from ..common.hierarchy import ClassIndex
 from ..common.mask_codec import rle_areas
+from ..common.rle_runs import overlap_pixels, runs_of
 
 MATCH_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_CLASS = 10_000
@@ -103,7 +103,7 @@ class Detections:
 @dataclass
 class MaskFeatures:
     """What the metric needs of each detection mask, against one image's GT: its area (pixels), tight box
-    (normalised, as ``tight_boxes``) and its intersection (pixels) with every GT mask, in the GT's own row
+    (normalised [ymin, xmin, ymax, xmax]: [first, last + 1) pixel over the image size) and its intersection (pixels) with every GT mask, in the GT's own row
     order (0 for box-only GT). Each row depends on that mask and the GT alone, so rows can be cached."""
     areas: np.ndarray               # (M,) int64
     boxes: np.ndarray               # (M, 4) float64
@@ -114,15 +114,29 @@ class MaskFeatures:
 
 
 def mask_features(rles: list, gt: GroundTruth, height: int, width: int) -> MaskFeatures:
-    """``MaskFeatures`` of RLEs at the image size; intersections only for non-empty masks."""
-    areas = rle_areas(rles)
+    """``MaskFeatures`` of checked RLEs at the image size, from their runs (``rle_runs``): exact pixel
+    counts, no dense mask, no pycocotools call. An empty mask has area 0, a zero box, no intersections."""
+    det = runs_of(_counts(rles, height, width, 'detection'), height)
     overlaps = np.zeros((len(rles), len(gt.masks)), np.int64)
-    rows = np.flatnonzero(areas > 0)
     cols = [j for j, m in enumerate(gt.masks) if m is not None]
-    if rows.size and cols:
-        overlaps[np.ix_(rows, cols)] = mask_intersections([rles[k] for k in rows.tolist()], areas[rows],
-                                                          [gt.masks[j] for j in cols])
-    return MaskFeatures(areas, tight_boxes(rles, height, width), overlaps)
+    if rles and cols:
+        truth = runs_of(_counts([gt.masks[j] for j in cols], height, width, 'ground-truth'), height)
+        overlaps[:, cols] = overlap_pixels(det, truth)
+    x0, y0, x1, y1 = det.boxes.T.astype(np.float64)
+    boxes = np.stack([y0 / height, x0 / width, (y1 + 1) / height, (x1 + 1) / width], axis=1)
+    boxes[det.areas == 0] = 0.0
+    return MaskFeatures(det.areas, boxes, overlaps)
+
+
+def _counts(rles: list, height: int, width: int, what: str) -> list:
+    """The compressed counts (bytes) of RLEs that must be ``height`` x ``width``."""
+    out = []
+    for r in rles:
+        if [int(v) for v in r['size']] != [height, width]:
+            raise ValueError(f'a {what} mask is {r["size"][0]}x{r["size"][1]}, the image is {height}x{width}')
+        c = r['counts']
+        out.append(c.encode('ascii') if isinstance(c, str) else c)
+    return out
 
 
 # What the metric made of each detection (``ImageResult.outcomes``), e.g. for score calibration.
@@ -143,28 +157,6 @@ class ImageResult:
 
 
 # ---- overlaps ------------------------------------------------------------------------------------
-def tight_boxes(rles: list, height: int, width: int) -> np.ndarray:
-    """Normalised [ymin, xmin, ymax, xmax] of each mask: [first, last + 1) pixel over the image size."""
-    if not rles:
-        return np.zeros((0, 4), np.float64)
-    x, y, w, h = mask_utils.toBbox(rles).T
-    return np.stack([y / height, x / width, (y + h) / height, (x + w) / width], axis=1)
-
-
-def mask_intersections(det_rles: list, det_areas: np.ndarray, gt_rles: list) -> np.ndarray:
-    """Pixel counts of det & gt, (M, N) int64, without dense masks.
-
-    pycocotools' crowd IoU is intersection / detection area (an exact double); times the integer area it
-    gives the integer intersection back.
-    """
-    if not det_rles or not gt_rles:
-        return np.zeros((len(det_rles), len(gt_rles)), np.int64)
-    ioa = np.asarray(mask_utils.iou(det_rles, gt_rles, [1] * len(gt_rles)), np.float64)
-    if (ioa < 0).any():
-        raise ValueError('detection and ground-truth masks differ in size')
-    return np.rint(ioa * det_areas[:, None]).astype(np.int64)
-
-
 def box_intersection(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """Pairwise intersection areas of [ymin, xmin, ymax, xmax] boxes, as np_box_ops computes them."""
     heights = np.maximum(0.0, np.minimum(boxes1[:, None, 2], boxes2[None, :, 2])
@@ -288,17 +280,17 @@ def expand_ground_truth(labels: list, image_labels: list, classes: Classes):
     return members, evaluatable
 
 
-def _kept_detections(dets: Detections, evaluatable: set):
-    """Indices and areas of the detections that take part: evaluatable class, score above the floor,
-    non-empty mask."""
-    keep = [k for k, (c, s) in enumerate(zip(dets.classes.tolist(), dets.scores.tolist()))
-            if c in evaluatable and s > SCORE_FLOOR]
+def _kept_detections(dets: Detections, evaluatable: set, gt: GroundTruth, height, width):
+    """Positions and ``MaskFeatures`` of the detections that take part: evaluatable class, score above
+    the floor, non-empty mask (features computed here, for those only, when the detections bring masks)."""
+    keep = np.asarray([k for k, (c, s) in enumerate(zip(dets.classes.tolist(), dets.scores.tolist()))
+                       if c in evaluatable and s > SCORE_FLOOR], np.int64)
     if dets.features is not None:
-        areas = dets.features.areas[keep] if keep else np.zeros(0, np.int64)
+        features = dets.features.take(keep)
     else:
-        areas = rle_areas([dets.masks[k] for k in keep])
-    nonempty = np.flatnonzero(areas > 0)
-    return [keep[k] for k in nonempty], areas[nonempty]
+        features = mask_features([dets.masks[k] for k in keep.tolist()], gt, height, width)
+    nonempty = np.flatnonzero(features.areas > 0)
+    return keep[nonempty], features.take(nonempty)
 
 
 def _descending(scores: np.ndarray, ties: str) -> np.ndarray:
@@ -331,25 +323,17 @@ def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
     masked = [j for j, m in enumerate(masks) if m is not None]
     gt_areas = np.zeros(len(masks), np.int64)
     gt_areas[masked] = rle_areas([masks[j] for j in masked])
-    masked = [j for j in masked if gt_areas[j] > 0]             # an empty mask is box-only
 
     members, evaluatable = expand_ground_truth([gt.labels[j] for j in order], gt.image_labels, classes)
     counted = {c: n for c, js in members.items() if (n := int(np.count_nonzero(gt_areas[js])))}
 
-    keep, det_areas = _kept_detections(dets, evaluatable)
+    keep, features = _kept_detections(dets, evaluatable, gt, height, width)
     entries, kept = {}, {}
     codes = np.full(len(dets.scores), NOT_SCORED, np.int8) if outcomes else None
-    if not keep:
+    if not keep.size:
         return ImageResult(entries, counted, kept, codes)
     det_classes, det_scores = dets.classes[keep], dets.scores[keep].astype(np.float64)
-    if dets.features is not None:
-        det_boxes = dets.features.boxes[keep]
-        inter = dets.features.overlaps[np.ix_(keep, order)]
-    else:
-        det_masks = [dets.masks[k] for k in keep]
-        det_boxes = tight_boxes(det_masks, height, width)
-        inter = np.zeros((len(keep), len(masks)), np.int64)
-        inter[:, masked] = mask_intersections(det_masks, det_areas, [masks[j] for j in masked])
+    det_areas, det_boxes, inter = features.areas, features.boxes, features.overlaps[:, order]
     for c in sorted(set(det_classes.tolist())):
         rows = np.flatnonzero(det_classes == c)
         rows = rows[_descending(det_scores[rows], ties)][:MAX_DETECTIONS_PER_CLASS]
@@ -362,7 +346,7 @@ def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
             entries[c] = match_class(det_scores[rows], det_boxes[rows], det_areas[rows],
                                      inter[np.ix_(rows, js)], boxes[js], gt_areas[js], group_of[js], row_codes)
         if outcomes:
-            codes[np.asarray(keep)[rows]] = row_codes
+            codes[keep[rows]] = row_codes
     return ImageResult(entries, counted, kept, codes)
 
 

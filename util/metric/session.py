@@ -17,6 +17,7 @@ always. ``cache_masks`` bounds the remembered masks per image (least recently us
     session.evaluate(predictions, image_ids=None, outcomes=False)    -> SessionResult
     session.evaluate(None, produce=f)        the predictions made in the workers: f(worker_data, image_id)
     session.close()                                                    (or use it as a context manager)
+    session.produce_s, session.metric_s      worker seconds so far, making predictions and in the metric
 
 ``predictions``: image id -> (labels (MIDs), scores, EncodedMasks), a submission row's triples; an image
 of ``image_ids`` without predictions has its GT counted as misses, as the official scorer counts them.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,8 +50,12 @@ _STATE: dict = {}
 
 @dataclass
 class SessionResult:
+    """The mAP and, per image, the outcomes when asked; ``produce_s`` / ``metric_s``: seconds the workers
+    spent making predictions (``produce``) and in the metric, summed over workers."""
     result: EvalResult
     outcomes: dict = field(default_factory=dict)     # image id -> (class indices, scores, outcome codes)
+    produce_s: float = 0.0
+    metric_s: float = 0.0
 
     @property
     def mean_ap(self) -> float:
@@ -101,10 +107,14 @@ def _evaluate_batch(job):
     tasks, produce = job
     classes, truths, ties = _STATE['classes'], _STATE['truths'], _STATE['ties']
     out = []
+    produce_s = 0.0
+    start = time.perf_counter()
     for image_id, pred, expand, outcomes in tasks:
         gt, (height, width) = truths[image_id]
         if produce is not None:
+            t = time.perf_counter()
             pred = produce(_STATE['data'], image_id)
+            produce_s += time.perf_counter() - t
         if pred is None:
             dets = Detections.empty()
         else:
@@ -118,7 +128,7 @@ def _evaluate_batch(job):
         r = evaluate_image(gt, dets, classes, height, width, ties, outcomes=outcomes)
         codes = (dets.classes, dets.scores, r.outcomes) if outcomes and r is not None else None
         out.append((image_id, r, codes))
-    return out
+    return out, produce_s, time.perf_counter() - start - produce_s
 
 
 def _batches(items, n):
@@ -154,6 +164,7 @@ class MetricSession:
         self._without = set(self.without_gt)
         self.ties = ties
         self.worker_data = worker_data
+        self.produce_s = self.metric_s = 0.0        # worker seconds over all evaluations (SessionResult)
         # Image k of the sorted ids belongs to worker k % workers, for the session's life: its masks'
         # features are remembered where they will be asked for again.
         self._owner = {image_id: k % self.workers for k, image_id in enumerate(self.image_ids)}
@@ -182,13 +193,14 @@ class MetricSession:
         get = (lambda i: None) if produce is not None else predictions.get
         tasks = [(i, get(i), expand, outcomes) for i in ids]
         if not self._pools:
-            results = _evaluate_batch((tasks, produce))
+            parts = [_evaluate_batch((tasks, produce))]
         else:
             pending = [self._pools[w].map_async(
                 _evaluate_batch, [(b, produce) for b in _batches([t for t in tasks if self._owner[t[0]] == w],
                                                                  BATCH)])
                        for w in range(self.workers)]
-            results = [x for p in pending for part in p.get() for x in part]
+            parts = [part for p in pending for part in p.get()]
+        results = [x for part, _, _ in parts for x in part]
         acc = APAccumulator(self.classes, self.ties)
         for _ in range(ignored):
             acc.add(None)
@@ -197,7 +209,10 @@ class MetricSession:
             acc.add(r, image_id)
             if c is not None:
                 codes[image_id] = c
-        return SessionResult(acc.result(), codes)
+        produce_s, metric_s = sum(p[1] for p in parts), sum(p[2] for p in parts)
+        self.produce_s += produce_s
+        self.metric_s += metric_s
+        return SessionResult(acc.result(), codes, produce_s, metric_s)
 
     def close(self) -> None:
         for pool in self._pools:

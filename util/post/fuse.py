@@ -72,6 +72,7 @@ from ..common.cli import add_progress_flag, run
 from ..common.cli import progress as progress_bar
 from ..common.errors import DataError
 from ..common.mask_codec import decode_encoded_batch, rle_to_encoded
+from ..common.rle_runs import runs_of
 from ..common.submission import (
     HEADER,
     SubmissionError,
@@ -125,11 +126,15 @@ class FuseOptions:
 
 # ---- masks -----------------------------------------------------------------------------------------
 def tight_boxes(rles: list[dict]) -> np.ndarray:
-    """Masks -> (N, 4) pixel boxes x0, y0, x1, y1 (x1 = last column + 1; all 0 for an empty mask)."""
+    """Masks -> (N, 4) pixel boxes x0, y0, x1, y1 (x1 = last column + 1; all 0 for an empty mask), read
+    off the runs (``rle_runs.runs_of``: the decoded mask's box, no dense mask)."""
     if not rles:
         return np.zeros((0, 4))
-    boxes = mask_utils.toBbox(rles).reshape(-1, 4).astype(np.float64)
-    boxes[:, 2:] += boxes[:, :2]
+    counts = [r['counts'].encode('ascii') if isinstance(r['counts'], str) else r['counts'] for r in rles]
+    runs = runs_of(counts, int(rles[0]['size'][0]))
+    boxes = runs.boxes.astype(np.float64)
+    boxes[:, 2:] += 1
+    boxes[runs.areas == 0] = 0.0
     return boxes
 
 
