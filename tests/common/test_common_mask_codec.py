@@ -1,5 +1,6 @@
 """mask_codec: the one strict EncodedMask decoder, against pycocotools and the lenient decode it replaced."""
 import base64
+import pickle
 import zlib
 
 import numpy as np
@@ -127,3 +128,15 @@ def test_run_totals_of_valid_masks_in_one_batch():
              for _ in range(5)]
     counts = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))['counts'] for m in masks]
     assert list(run_totals(counts)) == [m.size for m in masks]
+
+
+def test_a_mask_encoded_here_reads_back_as_its_plain_string_and_travels_as_one():
+    mask = np.zeros((37, 21), np.uint8)
+    mask[5:30, 2:9] = 1
+    made = encode_mask(mask)
+    plain = str(made)
+    assert made == plain and type(pickle.loads(pickle.dumps(made))) is str
+    assert decode_encoded(made, 37, 21) == decode_encoded(plain, 37, 21)
+    assert np.array_equal(decode_mask(made, 37, 21), mask)
+    with pytest.raises(DataError, match='mask is not 36x21'):         # the runs are still checked
+        decode_encoded(made, 36, 21)

@@ -95,10 +95,24 @@ def encode_region(crop: np.ndarray, y0: int, x0: int, height: int, width: int) -
     return {'size': [height, width], 'counts': rle['counts'].decode('ascii')}
 
 
+class EncodedMask(str):
+    """An EncodedMask made in this process (``rle_to_encoded``): the string, which also keeps the counts
+    it encodes, so that reading it back here (a search's fused masks, scored where they were made) skips
+    base64 and zlib; the runs are still checked. Pickled, written or compared, it is the plain string."""
+
+    def __new__(cls, text: str, counts: bytes):
+        self = super().__new__(cls, text)
+        self.counts = counts
+        return self
+
+    def __reduce__(self):
+        return str, (str(self),)
+
+
 def rle_to_encoded(rle: dict) -> str:
     """RLE (str, bytes or list counts) -> EncodedMask: zlib level 9, then base64."""
     counts = _as_coco(rle)['counts']
-    return base64.b64encode(zlib.compress(counts, 9)).decode('ascii')
+    return EncodedMask(base64.b64encode(zlib.compress(counts, 9)).decode('ascii'), counts)
 
 
 def encode_mask(mask: np.ndarray) -> str:
@@ -112,6 +126,8 @@ def to_coco(rles: list[dict]) -> list[dict]:
 
 def _unpack(encoded) -> bytes:
     """EncodedMask -> the compressed RLE counts; a DataError says which layer is broken."""
+    if type(encoded) is EncodedMask:
+        return encoded.counts
     if not isinstance(encoded, str):
         raise DataError(f'EncodedMask is a {type(encoded).__name__}, not a string')
     if not encoded:

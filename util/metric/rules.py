@@ -76,6 +76,16 @@ class GroundTruth:
     group_of: np.ndarray            # (N,) bool
     masks: list                     # COCO RLE (bytes counts) at image size, or None (box-only)
     image_labels: list = field(default_factory=list)   # [(mid, verified_present: bool)]
+    _runs: tuple | None = field(default=None, repr=False, compare=False)
+
+    def mask_runs(self, height: int, width: int):
+        """(rows with a mask, their ``rle_runs.Runs``): read once, then kept with the GT (a metric session
+        checks many prediction sets against the same GT)."""
+        if self._runs is None:
+            cols = [j for j, m in enumerate(self.masks) if m is not None]
+            self._runs = (cols, runs_of(_counts([self.masks[j] for j in cols], height, width, 'ground-truth'),
+                                        height))
+        return self._runs
 
 
 @dataclass
@@ -118,10 +128,10 @@ def mask_features(rles: list, gt: GroundTruth, height: int, width: int) -> MaskF
     counts, no dense mask, no pycocotools call. An empty mask has area 0, a zero box, no intersections."""
     det = runs_of(_counts(rles, height, width, 'detection'), height)
     overlaps = np.zeros((len(rles), len(gt.masks)), np.int64)
-    cols = [j for j, m in enumerate(gt.masks) if m is not None]
-    if rles and cols:
-        truth = runs_of(_counts([gt.masks[j] for j in cols], height, width, 'ground-truth'), height)
-        overlaps[:, cols] = overlap_pixels(det, truth)
+    if rles:
+        cols, truth = gt.mask_runs(height, width)
+        if cols:
+            overlaps[:, cols] = overlap_pixels(det, truth)
     x0, y0, x1, y1 = det.boxes.T.astype(np.float64)
     boxes = np.stack([y0 / height, x0 / width, (y1 + 1) / height, (x1 + 1) / width], axis=1)
     boxes[det.areas == 0] = 0.0
