@@ -10,8 +10,9 @@
 #   5 post      util.post.pipeline: results -> CSV, expansion, mask NMS, leaf + parent combine, validation;
 #               the two single-model submissions fused by util.post.fuse (submission-level WBF)
 #   6 evaluate  the challenge metric on the validation split for every model and combination
-#   7 search    tools/ensemble_search.py: the leaf members' fusion, weights and post-processing chosen on
-#               validation fold A, reported on fold B (a small Optuna study)
+#   7 search    tools/ensemble_search.py: the leaf members' fusion, weights and post-processing, and whether
+#               and how to combine them with the parent ensemble, chosen on validation fold A, reported on
+#               fold B (a small Optuna study)
 #   8 report    DEMO_DIR/report.md (table, search leaderboard, stage times, pictures)
 # A finished stage is not redone (its marker DEMO_DIR/.done/<stage>); delete DEMO_DIR to start over.
 # Sizes come from the environment (the test runs a shrunken demo through this same script):
@@ -182,9 +183,15 @@ gt_files() {
 
 stage_search() {
   gt_files
+  # The parent classes over the whole validation folder (one file; the leaf file's images are among them).
+  "$PYTHON" -m util.data.shards --images-dir "$DATA/validation" --num-shards 1 --subset parent \
+    --out "$ANN/val-parent-all" --no-progress > /dev/null
   "$PYTHON" tools/ensemble_search.py "$ENSEMBLES/demo-leaf.py" --checkpoints "$(checkpoint leaf-a)" "$(checkpoint leaf-b)" \
+    --parent-config "$ENSEMBLES/demo-parent.py" --parent-checkpoints "$(checkpoint parent)" \
+    --parent-ann-file "$ANN/val-parent-all/shard_00_of_01.pkl" \
     --space configs/search/demo.py --ann-file "$ANN/leaf-val.pkl" --images-dir "$DATA" --out "$DEMO_DIR/search" \
     --trials "$SEARCH_TRIALS" --seed "$SEED" --extra "shared proposals=$DEMO_DIR/submissions/val-leaf-expanded.csv" \
+    "final (pipeline: shared proposals + parent model)=$DEMO_DIR/submissions/val-final.csv" \
     --no-progress "${GT_FILES[@]}" | tail -n 3
 }
 

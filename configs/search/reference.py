@@ -10,4 +10,9 @@ space = dict(
     nms_iou=[None, 0.5, 0.7],
     vote=[False, True],
     expand=True,
+    # The leaf + parent combine (with --parent-config configs/ensemble/oid-parent_reference.py): the
+    # reference's chain at mask NMS 0.5 without voting is the default; voting was its option.
+    combine=[True, False],
+    combine_iou=(0.4, 0.7),
+    combine_vote=[False, True],
 )

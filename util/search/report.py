@@ -20,9 +20,14 @@ from .study import finished
 
 
 def _describe(setting: dict) -> str:
+    """One line of the knobs: the combine's own knobs only where it ran, ``expand`` only where it did not
+    (the combine's chain expands by itself)."""
     parts = []
+    combined = bool(setting.get('combine'))
     for key in sorted(setting):
         value = setting[key]
+        if key == 'pipeline' or (key.startswith('combine_') and not combined) or (key == 'expand' and combined):
+            continue
         if key == 'weights':
             value = '/'.join(f'{w:.2g}' for w in value.values())
         elif isinstance(value, float):

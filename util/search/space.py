@@ -11,7 +11,18 @@
 Knobs (``KNOBS``): the fusion (``method``, ``iou_thr``, ``conf_type``, ``mask_thr``, ``weights``), score
 calibration (``calibrate``), and the post-processing (``expand``: copy detections to their ancestors;
 ``nms_iou``: mask NMS after the fusion, None = off; ``vote``: NMS masks voted; ``score_thr``;
-``max_per_img``). Knobs left out take ``DEFAULTS``.
+``max_per_img``: each ensemble's own cap per image). Knobs left out take ``DEFAULTS``.
+
+With a parent ensemble (``tools/ensemble_search.py --parent-config``), the leaf + parent combine of
+``util.post.pipeline`` (see ``util.search.trial``): ``combine`` (default True: the reference's recipe;
+without a parent ensemble the combine knobs are ignored and left out of the recorded setting),
+``combine_iou`` (the parent mask NMS's ``--iou-thr``), ``combine_vote`` (``--vote``), ``combine_max_dets``
+(``--max-dets``: the combined submission's per-image cap; None = uncapped, the pipeline's default).
+``max_per_img`` is not the pipeline's ``--max-dets``: it caps the leaf and the parent ensemble's outputs
+each (the ``test_cfg`` of both written configs), before they are combined. The parent members' weights
+are ``weight:<name>`` knobs like the leaf members' (``weights``), the parent ensemble is fused with the
+leaf's fusion setting, and with ``combine`` on ``expand`` is moot (the chain expands; the metric does not
+expand again).
 """
 from __future__ import annotations
 
@@ -20,7 +31,8 @@ import runpy
 from ..common.errors import DataError
 
 DEFAULTS = dict(method='wbf', iou_thr=0.55, conf_type='box_and_model_avg', mask_thr=0.5, weights=1.0,
-                calibrate=False, expand=True, nms_iou=None, vote=False, score_thr=0.0, max_per_img=120)
+                calibrate=False, expand=True, nms_iou=None, vote=False, score_thr=0.0, max_per_img=120,
+                combine=True, combine_iou=0.5, combine_vote=False, combine_max_dets=None)
 KNOBS = tuple(DEFAULTS)
 
 

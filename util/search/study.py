@@ -9,6 +9,7 @@ the honest number of the chosen setting.
     open_study(storage, name, seed, space, grid)      -> optuna.Study
     run_trials(study, n_trials, objective, progress)  -> trials run now (the total counts finished ones)
     baselines(members, session, folds)                -> rows: each member-view alone, the defaults
+                                                         (and, with a parent ensemble, the defaults combined)
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import optuna
 
 from ..common.errors import DataError
 from .space import DEFAULTS, suggest
-from .trial import score_setting
+from .trial import COMBINE_KNOBS, combines, effective_setting, pipeline_command, score_setting
 
 STUDY_NAME = 'ensemble'        # the study's name inside OUT/study.db
 
@@ -48,7 +49,7 @@ def finished(study) -> list:
 
 def make_objective(space, members, session, folds, calibrators=None):
     def objective(trial):
-        setting = suggest(trial, space, members.members)
+        setting = effective_setting(suggest(trial, space, members.all_members), members)
         fold_a, fold_b = score_setting(setting, members, session, folds, calibrators)
         trial.set_user_attr('setting', json.dumps(setting, sort_keys=True))
         trial.set_user_attr('fold_b', fold_b)
@@ -65,26 +66,34 @@ def run_trials(study, n_trials: int, objective, progress: bool = True) -> int:
 
 
 def baselines(members, session, folds, calibrators=None) -> list[dict]:
-    """Reference rows: every member-view alone (a single model's own prediction, the default post
-    settings) and the default setting of every knob over all member-views (the hand-set recipe)."""
+    """Reference rows: every leaf member-view alone (a single model's own prediction, the default post
+    settings), the default setting of every knob over all leaf member-views (the hand-set recipe, leaf
+    only) and, with a parent ensemble, the same combined with it by the reference's chain (the defaults)."""
     rows = []
     for k, name in enumerate(members.names):
         alone = type(members)([name], [members.member_of[k]], members.sizes,
                               {i: [d[k]] for i, d in members.dets.items()})
-        setting = dict(DEFAULTS, weights={members.member_of[k]: 1.0})
+        setting = effective_setting(dict(DEFAULTS, weights={members.member_of[k]: 1.0}), alone)
         a, b = score_setting(setting, alone, session, folds)
         rows.append(dict(name=f'single {name}', fold_a=a, fold_b=b, setting=setting))
-    setting = dict(DEFAULTS, weights={m: 1.0 for m in members.members})
+    weights = {m: 1.0 for m in members.all_members}
+    setting = effective_setting(dict(DEFAULTS, weights=weights, combine=False), members)
     a, b = score_setting(setting, members, session, folds, calibrators)
     rows.append(dict(name='hand-set (defaults)', fold_a=a, fold_b=b, setting=setting))
+    if members.parent is not None:
+        setting = dict(DEFAULTS, weights=weights, combine=True)
+        a, b = score_setting(setting, members, session, folds, calibrators)
+        rows.append(dict(name='hand-set + parent combine (defaults)', fold_a=a, fold_b=b, setting=setting))
     return rows
 
 
 def run_search(members, session, space: dict, out_dir: str, n_trials: int, seed: int = 0,
                grid: bool = False, fold_seed: int = 0, progress: bool = True, extra=None, log=print) -> dict:
     """The whole search into ``out_dir``: study.db (resumable), leaderboard.csv/.md, knobs.png,
-    best_setting.json, and calibration.json (the maps fitted on fold A) when the space tries calibration. ``extra``: {name: predictions} scored on both folds as more reference rows (e.g.
-    the shared-proposal fusion, which needs the models and is run, not searched). Returns the best row."""
+    best_setting.json, and calibration.json (the maps fitted on fold A, of the leaf and the parent members)
+    when the space tries calibration. ``extra``: {name: predictions} scored on both folds as more reference
+    rows (e.g. the shared-proposal fusion, which needs the models and is run, not searched). Returns the
+    best row; when it combines, its ``pipeline`` is the ``util.post.pipeline`` command line of the combine."""
     import os
 
     from .calibrate import fit_calibrators, save_calibrators
@@ -92,11 +101,18 @@ def run_search(members, session, space: dict, out_dir: str, n_trials: int, seed:
     from .report import leaderboard, plot_knobs, write_leaderboard
     os.makedirs(out_dir, exist_ok=True)
     folds = split_folds(members.sizes, fold_seed)
+    parent = members.parent
     log(f'{len(members.names)} member-views of {len(members.members)} members; '
-        f'{len(folds[0])} + {len(folds[1])} validation images in folds A and B')
+        + (f'parent ensemble: {len(parent.names)} member-views of {len(parent.members)} members; '
+           if parent is not None else '')
+        + f'{len(folds[0])} + {len(folds[1])} validation images in folds A and B')
+    if parent is None and set(space) & set(COMBINE_KNOBS):
+        log('no parent ensemble: the space\'s combine knobs are ignored')
     calibrators = None
     if space.get('calibrate', False) not in (False, [False]):
         calibrators = fit_calibrators(members, session, folds[0])       # fold A only
+        if parent is not None:
+            calibrators.update(fit_calibrators(parent, session, folds[0]))
         save_calibrators(os.path.join(out_dir, 'calibration.json'), calibrators)
         log('calibration fitted on fold A: ' + ', '.join(f'{m} ({c.samples} detections)'
                                                           for m, c in calibrators.items()))
@@ -115,6 +131,11 @@ def run_search(members, session, space: dict, out_dir: str, n_trials: int, seed:
     best = study.best_trial
     chosen = dict(json.loads(best.user_attrs['setting']), trial=best.number, fold_a=best.value,
                   fold_b=best.user_attrs['fold_b'])
+    if combines(chosen, members):
+        chosen['pipeline'] = pipeline_command(chosen, members.hierarchy)
+    elif parent is None and chosen.get('combine'):
+        log(f'the best trial ({best.number}) combined with a parent ensemble this run was not given: its number '
+            'is not the leaf ensemble\'s alone; rerun with the same --parent-config')
     from ..common.atomic import AtomicWriter
     with AtomicWriter(os.path.join(out_dir, 'best_setting.json')) as f:
         json.dump(chosen, f, indent=1, sort_keys=True)
