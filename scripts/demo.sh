@@ -16,9 +16,9 @@
 #   8 report    DEMO_DIR/report.md (table, search leaderboard, stage times, pictures)
 # A finished stage is not redone (its marker DEMO_DIR/.done/<stage>); delete DEMO_DIR to start over.
 # Sizes come from the environment (the test runs a shrunken demo through this same script):
-#   DEMO_DIR (work_dirs/demo) TRAIN_IMAGES (200) VAL_IMAGES (50) TEST_IMAGES (50) LEAF_ITERS (300)
-#   PARENT_ITERS (200) NUM_SHARDS (2) SEED (0) DIFFICULTY (0.35: util.data.synthetic --difficulty)
-#   FEDERATED (1: train split annotated as Open Images is) SEARCH_TRIALS (20)
+#   DEMO_DIR (work_dirs/demo) TRAIN_IMAGES (200) VAL_IMAGES (50) TEST_IMAGES (50) LEAF_ITERS (200)
+#   PARENT_ITERS (120) NUM_SHARDS (2) SEED (0) DIFFICULTY (0.35: util.data.synthetic --difficulty)
+#   FEDERATED (1: train split annotated as Open Images is) SEARCH_TRIALS (12)
 #   PYTHON (.venv/bin/python if present, else python)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,13 +27,13 @@ DEMO_DIR=${DEMO_DIR:-work_dirs/demo}
 TRAIN_IMAGES=${TRAIN_IMAGES:-200}
 VAL_IMAGES=${VAL_IMAGES:-50}
 TEST_IMAGES=${TEST_IMAGES:-50}
-LEAF_ITERS=${LEAF_ITERS:-300}
-PARENT_ITERS=${PARENT_ITERS:-200}
+LEAF_ITERS=${LEAF_ITERS:-200}
+PARENT_ITERS=${PARENT_ITERS:-120}
 NUM_SHARDS=${NUM_SHARDS:-2}
 SEED=${SEED:-0}
 DIFFICULTY=${DIFFICULTY:-0.35}
 FEDERATED=${FEDERATED:-1}
-SEARCH_TRIALS=${SEARCH_TRIALS:-20}
+SEARCH_TRIALS=${SEARCH_TRIALS:-12}
 if [[ -z ${PYTHON:-} ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi

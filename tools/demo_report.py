@@ -74,13 +74,19 @@ def search_section(demo_dir):
         rows = {r['name']: r for r in csv.DictReader(f)}
     chosen = json.load(open(best))
     lines = ['## Ensemble search (validation: fold A chooses, fold B reports)\n',
-             'The leaf members x views predicted the validation images once; `tools/ensemble_search.py` '
+             'The leaf and parent ensembles\' members x views predicted the validation images once; '
+             '`tools/ensemble_search.py` '
              f'scored {sum(n.startswith("trial ") for n in rows)} settings of fusion, member weights, '
-             'calibration and post-processing on them with the challenge metric.\n',
+             'calibration, post-processing and the combine with the parent ensemble on them with the '
+             'challenge metric.\n',
              '| setting | fold A | fold B (held out) |', '|---|---:|---:|']
     picks = [(f'chosen (trial {chosen["trial"]})', rows.get(f'trial {chosen["trial"]}')),
              ('hand-set (defaults: WBF 0.55, equal weights, expansion)', rows.get('hand-set (defaults)')),
-             ('shared proposals (the ensemble config as shipped, expanded)', rows.get('shared proposals'))]
+             ('hand-set + parent ensemble (defaults; the pipeline\'s combine at mask NMS 0.5)',
+              rows.get('hand-set + parent combine (defaults)')),
+             ('shared proposals (the ensemble config as shipped, expanded)', rows.get('shared proposals')),
+             ('final submission of the pipeline (shared proposals + parent model)',
+              rows.get('final (pipeline: shared proposals + parent model)'))]
     singles = [r for n, r in rows.items() if n.startswith('single ')]
     if singles:
         top = max(singles, key=lambda r: float(r['fold_a']))
@@ -89,7 +95,10 @@ def search_section(demo_dir):
         if r is not None:
             lines.append(f'| {what} | {float(r["fold_a"]):.4f} | {float(r["fold_b"]):.4f} |')
     lines.append('\nChosen: ' + ', '.join(f'{k}={v}' for k, v in sorted(chosen.items())
-                                           if k not in ('trial', 'fold_a', 'fold_b')) + '.\n')
+                                           if k not in ('trial', 'fold_a', 'fold_b', 'pipeline')) + '.\n')
+    if chosen.get('pipeline'):
+        lines.append('It combines the leaf and the parent ensemble (`search/best_ensemble.py`, '
+                     f'`search/best_parent_ensemble.py`), then: `{chosen["pipeline"]}`.\n')
     top = open(os.path.join(folder, 'leaderboard.md')).read().splitlines()[:10]
     lines += ['Leaderboard, top rows (`search/leaderboard.csv` has all):\n', *top, '']
     return '\n'.join(lines) + '\n'

@@ -100,6 +100,10 @@ def parent_images(ann_file: str, parent_ann_file: str, out: str) -> str:
     image must be in the parent file with the same size (the same validation images); images only the
     parent file lists (e.g. a parent-class shard of the whole validation folder) are not predicted."""
     leaf_doc, parent_doc = load_annotations(ann_file), load_annotations(parent_ann_file)
+    shared = [m for m in parent_doc['metainfo']['mids'] if m in set(leaf_doc['metainfo']['mids'])]
+    if shared:
+        raise DataError(f'{parent_ann_file}: class {shared[0]} is also a class of {ann_file} ({len(shared)} shared); '
+                        'the parent annotation file must hold the parent classes (util.data.shards --subset parent)')
     leaf, parent = _sizes(ann_file, leaf_doc['data_list']), _sizes(parent_ann_file, parent_doc['data_list'])
     missing = [i for i in leaf if i not in parent]
     if missing:

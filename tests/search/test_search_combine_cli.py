@@ -72,6 +72,8 @@ def test_bad_parent_input_is_one_line_naming_the_file(tool, tmp_path, capsys):
          f'{other_size}: image {items[3]["img_id"]} is 50x99 (WxH), {ann} says 50x43'),
         (['--parent-config', parent, '--parent-ann-file', fewer], f'{fewer}: lacks image {items[0]["img_id"]} of {ann}'),
         (['--parent-config', clash, '--parent-ann-file', good], f"{clash}: member 'a' is also a member of {leaf}"),
+        (['--parent-config', parent, '--parent-ann-file', ann],        # the leaf file again: leaf classes
+         f'{ann}: class {make_metainfo(tree, "leaf")["mids"][0]} is also a class of {ann}'),
         (['--parent-config', parent, '--parent-ann-file', good, '--parent-checkpoints', 'x', 'y'],
          f'2 --parent-checkpoints for the 1 members of {parent}'),
     ]

@@ -32,6 +32,7 @@ def test_shrunken_demo_end_to_end(tmp_path):
     assert len(maps) == 8 and all(0.0 <= float(v) <= 1.0 for _, v in maps)
     assert '## Time per stage' in report and '![' in report
     assert '## Ensemble search' in report and (demo / 'search/best_ensemble.py').is_file()
+    assert '| hand-set + parent ensemble' in report and '| final submission of the pipeline' in report
     for picture in re.findall(r'!\[[^\]]*\]\(([^)]+)\)', report):
         assert (demo / picture).is_file()
     # The test submission covers every test image, in the sample submission's order, and validated.
