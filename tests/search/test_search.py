@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import optuna
 import pytest
 from _eval_files import write_dataset
 from conftest import run_cli
@@ -17,7 +18,8 @@ from util.metric.session import MetricSession
 from util.search.calibrate import fit_calibrator, fit_calibrators
 from util.search.members import MemberSet, split_folds
 from util.search.space import DEFAULTS
-from util.search.study import run_search
+from util.search.study import (STUDY_NAME, baselines, default_params, finished, open_study, run_search,
+                               start_from_defaults)
 from util.search.trial import score_setting, setting_predictions
 
 
@@ -123,3 +125,27 @@ def test_search_writes_its_outputs_and_resumes_without_repeating_trials(members,
     assert score_setting(setting, members, session, split_folds(members.sizes, 0), cal) == \
         (chosen['fold_a'], chosen['fold_b'])
     assert os.path.getsize(tmp_path / 'knobs.png') > 1000
+
+
+def test_the_search_starts_from_the_hand_set_recipe(members, session, tmp_path):
+    space = dict(method=['nms', 'wbf'], iou_thr=(0.4, 0.7), weights=(0.5, 2.0), score_thr=[0, 0.1],
+                 max_per_img=(50, 200), nms_iou=[0.5, None], calibrate=[True, False])
+    assert default_params(space, members.all_members) == {
+        'method': 'wbf', 'iou_thr': 0.55, 'weight:a': 1.0, 'weight:b': 1.0, 'score_thr': 0, 'max_per_img': 120,
+        'nms_iou': None, 'calibrate': False}
+    # A default outside the space's values is left to the sampler; a fixed knob is no param.
+    assert default_params(dict(method=['nms'], iou_thr=(0.6, 0.7), max_per_img=(50, 100), weights=1.5,
+                               score_thr=[False]), ['a']) == {}
+    best = run_search(members, session, space, str(tmp_path), n_trials=2, progress=False, log=quiet)
+    rows = {r['name']: r for r in baselines(members, session, split_folds(members.sizes, 0))}
+    study = open_study(f'sqlite:///{tmp_path / "study.db"}', STUDY_NAME)
+    first = finished(study)[0]
+    assert first.number == 0 and json.loads(first.user_attrs['setting']) == rows['hand-set (defaults)']['setting']
+    assert (first.value, first.user_attrs['fold_b']) == (rows['hand-set (defaults)']['fold_a'],
+                                                        rows['hand-set (defaults)']['fold_b'])
+    assert best['fold_a'] >= first.value
+    # Resumed, the recipe is not queued again; a study that lost it (cut short) gets it back.
+    assert start_from_defaults(study, space, members) == []
+    fresh = optuna.create_study()
+    assert start_from_defaults(fresh, space, members) == [default_params(space, members.all_members)]
+    assert start_from_defaults(fresh, space, members) == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import optuna
 import pytest
 from _eval_files import write_dataset
 
@@ -21,7 +22,7 @@ from util.post.expand import Expander, expand_submission
 from util.post.mask_nms import mask_nms_submissions
 from util.search.members import MemberSet, split_folds
 from util.search.space import DEFAULTS
-from util.search.study import baselines, run_search
+from util.search.study import baselines, run_search, start_from_defaults
 from util.search.trial import effective_setting, pipeline_command, score_setting, setting_predictions
 
 LEAF, PARENT = set(class_list('leaf')), set(class_list('parent25'))
@@ -163,3 +164,9 @@ def test_search_with_a_parent_ensemble_rows_and_winner(members, session, tmp_pat
     rows = {r['name']: r for r in baselines(members, session, split_folds(members.sizes, 0))}
     assert rows['hand-set + parent combine (defaults)']['setting']['combine'] is True
     assert rows['hand-set (defaults)']['setting']['combine'] is False
+
+
+def test_with_a_parent_ensemble_the_search_starts_from_both_hand_set_recipes(members):
+    space = dict(method=['wbf', 'nms'], weights=(0.5, 2.0), combine=[True, False])
+    leaf_only = dict(method='wbf', combine=False, **{f'weight:{m}': 1.0 for m in ('a', 'b', 'p')})
+    assert start_from_defaults(optuna.create_study(), space, members) == [dict(leaf_only, combine=True), leaf_only]

@@ -7,6 +7,7 @@ objective is the mAP on fold A (the fold the choice is made on); fold B's mAP is
 the honest number of the chosen setting.
 
     open_study(storage, name, seed, space, grid)      -> optuna.Study
+    start_from_defaults(study, space, members)        -> the hand-set recipe queued as the first trial(s)
     run_trials(study, n_trials, objective, progress)  -> trials run now (the total counts finished ones)
     baselines(members, session, folds)                -> rows: each member-view alone, the defaults
                                                          (and, with a parent ensemble, the defaults combined)
@@ -55,6 +56,56 @@ def make_objective(space, members, session, folds, calibrators=None):
         trial.set_user_attr('fold_b', fold_b)
         return fold_a
     return objective
+
+
+def default_params(space: dict, members: list, **overrides) -> dict:
+    """The Optuna params of the hand-set recipe (DEFAULTS, equal weights) in ``space``: a knob whose default
+    lies outside its values is left to the sampler, a fixed knob is no param."""
+    params = {}
+    for knob, values in space.items():
+        found = _among(overrides.get(knob, DEFAULTS[knob]), values)
+        if found is _ABSENT:
+            continue
+        if knob == 'weights':
+            params.update({f'weight:{m}': found for m in members})
+        else:
+            params[knob] = found
+    return params
+
+
+_ABSENT = object()
+
+
+def _among(value, values):
+    """``value`` as the space's knob offers it (a list's own element: 0 for 0.0), or _ABSENT."""
+    if isinstance(values, list):
+        same = [v for v in values if v == value and isinstance(v, bool) == isinstance(value, bool)
+                and (v is None) == (value is None)]
+        return same[0] if same else _ABSENT
+    if isinstance(values, tuple) and value is not None and not isinstance(value, bool):
+        low, high = values
+        ints = isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool)
+        if low <= value <= high and (not ints or value == int(value)):
+            return int(value) if ints else float(value)
+    return _ABSENT
+
+
+def start_from_defaults(study, space: dict, members) -> list[dict]:
+    """Queue the hand-set recipe (and, with a parent ensemble, its leaf-only variant) as the study's first
+    trials, so that the search starts where a user would and its choice on fold A is never below the
+    defaults. Queued once: a resumed or shared study that already holds them (finished or waiting) gets
+    none again; one cut short by Ctrl-C is queued anew."""
+    variants = [default_params(space, members.all_members)]
+    if members.parent is not None and _among(False, space.get('combine')) is not _ABSENT:
+        variants.append(default_params(space, members.all_members, combine=False))
+    held = [t.system_attrs.get('fixed_params', t.params) for t in study.get_trials(deepcopy=False)
+            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING)]
+    queued = []
+    for params in variants:
+        if params not in held and params not in queued:
+            study.enqueue_trial(params)
+            queued.append(params)
+    return queued
 
 
 def run_trials(study, n_trials: int, objective, progress: bool = True) -> int:
@@ -119,6 +170,8 @@ def run_search(members, session, space: dict, out_dir: str, n_trials: int, seed:
     study = open_study(f'sqlite:///{os.path.abspath(os.path.join(out_dir, "study.db"))}', STUDY_NAME, seed,
                        space, grid)
     before = len(finished(study))
+    if not grid and len(finished(study)) < n_trials:
+        start_from_defaults(study, space, members)
     ran = run_trials(study, n_trials, make_objective(space, members, session, folds, calibrators), progress)
     log(f'{ran} trials run now, {before} finished before (resumed)' if before else f'{ran} trials run')
     rows = baselines(members, session, folds, calibrators)
