@@ -3,7 +3,7 @@
 #   1 data      synthetic train/validation/test download
 #   2 prepare   leaf + parent annotation files, leaf/parent rebalancing, validation and test shards
 #   3 train     two slim leaf models (a Cascade Mask R-CNN, seed 0; a Mask R-CNN, seed 1) and one slim
-#               parent model
+#               parent model, JOBS at a time (logs in DEMO_DIR/logs/)
 #   4 infer     TTA ensembles from configs/ensemble/ (leaf: the 2 models x 2 scales x flip, fused through
 #               shared proposals, and on validation also late by WBF and by NMS; parent: 1 x 2 x flip) and
 #               the single leaf models over the validation and test shards (scripts/test_shards.sh)
@@ -16,9 +16,12 @@
 #   8 report    DEMO_DIR/report.md (table, search leaderboard, stage times, pictures)
 # A finished stage is not redone (its marker DEMO_DIR/.done/<stage>); delete DEMO_DIR to start over.
 # Sizes come from the environment (the test runs a shrunken demo through this same script):
-#   DEMO_DIR (work_dirs/demo) TRAIN_IMAGES (200) VAL_IMAGES (50) TEST_IMAGES (50) LEAF_ITERS (200)
+#   DEMO_DIR (work_dirs/demo) TRAIN_IMAGES (200) VAL_IMAGES (50) TEST_IMAGES (30) LEAF_ITERS (200)
 #   PARENT_ITERS (120) NUM_SHARDS (2) SEED (0) DIFFICULTY (0.35: util.data.synthetic --difficulty)
 #   FEDERATED (1: train split annotated as Open Images is) SEARCH_TRIALS (12)
+#   JOBS (2: trainings, shards and the search's member-views run this many processes side by side, each
+#   with nproc/JOBS threads; a slim model keeps one core busy better than two: on 2 cores two one-thread
+#   processes do nearly twice the work of one two-thread process)
 #   PYTHON (.venv/bin/python if present, else python)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +29,7 @@ cd "$REPO"
 DEMO_DIR=${DEMO_DIR:-work_dirs/demo}
 TRAIN_IMAGES=${TRAIN_IMAGES:-200}
 VAL_IMAGES=${VAL_IMAGES:-50}
-TEST_IMAGES=${TEST_IMAGES:-50}
+TEST_IMAGES=${TEST_IMAGES:-30}
 LEAF_ITERS=${LEAF_ITERS:-200}
 PARENT_ITERS=${PARENT_ITERS:-120}
 NUM_SHARDS=${NUM_SHARDS:-2}
@@ -34,6 +37,8 @@ SEED=${SEED:-0}
 DIFFICULTY=${DIFFICULTY:-0.35}
 FEDERATED=${FEDERATED:-1}
 SEARCH_TRIALS=${SEARCH_TRIALS:-12}
+JOBS=${JOBS:-2}
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "demo.sh: JOBS must be a positive integer, got '$JOBS'" >&2; exit 2; }
 if [[ -z ${PYTHON:-} ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi
@@ -101,10 +106,45 @@ train() {
     randomness.seed="$4" default_hooks.checkpoint.interval="$3"
 }
 
+train_job() {
+  case $1 in
+    leaf-a) train leaf-a "$LEAF_CFG" "$LEAF_ITERS" "$SEED" ;;
+    leaf-b) train leaf-b "$LEAF_B_CFG" "$LEAF_ITERS" "$((SEED + 1))" ;;
+    parent) train parent "$PARENT_CFG" "$PARENT_ITERS" "$SEED" ;;
+  esac
+}
+
+# lanes "JOB..." "JOB..." ...: the lanes side by side, each running its jobs one after another with
+# nproc/lanes threads, its output in DEMO_DIR/logs/train-JOB.log; fails (after all lanes end) if one did.
+lanes() {
+  local lane pids=() status=0 threads=$(( $(nproc) / $# > 0 ? $(nproc) / $# : 1 ))
+  mkdir -p "$DEMO_DIR/logs"
+  echo "training side by side, $threads thread(s) each: $(printf '[%s] ' "$@")(logs: $DEMO_DIR/logs/train-*.log)"
+  for lane in "$@"; do
+    (
+      export OMP_NUM_THREADS=$threads
+      for job in $lane; do
+        log=$DEMO_DIR/logs/train-$job.log
+        if ! train_job "$job" > "$log" 2>&1; then
+          echo "demo.sh: training $job failed; the end of $log:" >&2
+          tail -n 15 "$log" >&2
+          exit 1
+        fi
+        echo "trained $job: $(grep -o 'mAP@0.5IOU=[0-9.]*' "$log" | tail -n 1)"
+      done
+    ) &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  return "$status"
+}
+
 stage_train() {
-  train leaf-a "$LEAF_CFG" "$LEAF_ITERS" "$SEED"
-  train leaf-b "$LEAF_B_CFG" "$LEAF_ITERS" "$((SEED + 1))"
-  train parent "$PARENT_CFG" "$PARENT_ITERS" "$SEED"
+  case $JOBS in
+    1) train_job leaf-a; train_job leaf-b; train_job parent ;;
+    2) lanes leaf-a "leaf-b parent" ;;            # the cascade is the slowest: the other two share a lane
+    *) lanes leaf-a leaf-b parent ;;
+  esac
 }
 
 checkpoint() { cat "$DEMO_DIR/models/$1/last_checkpoint"; }
@@ -117,7 +157,7 @@ infer() {
   local split=$1 name=$2 subset=$3
   shift 3
   scripts/test_shards.sh --out-dir "$DEMO_DIR/results/$split/$name" --images-dir "$(images_of "$split")" \
-    --shards-dir "$ANN/$split-shards-$subset" --gpus 0 --workers 1 --ext .jsonl.gz --python "$PYTHON" -- "$@"
+    --shards-dir "$ANN/$split-shards-$subset" --gpus 0 --workers "$JOBS" --ext .jsonl.gz --python "$PYTHON" -- "$@"
 }
 
 stage_infer() {
@@ -192,16 +232,16 @@ stage_search() {
     --space configs/search/demo.py --ann-file "$ANN/leaf-val.pkl" --images-dir "$DATA" --out "$DEMO_DIR/search" \
     --trials "$SEARCH_TRIALS" --seed "$SEED" --extra "shared proposals=$DEMO_DIR/submissions/val-leaf-expanded.csv" \
     "final (pipeline: shared proposals + parent model)=$DEMO_DIR/submissions/val-final.csv" \
-    --no-progress "${GT_FILES[@]}" | tail -n 3
+    --jobs "$JOBS" --no-progress "${GT_FILES[@]}" | tail -n 3
 }
 
 stage_report() {
   "$PYTHON" tools/demo_report.py "$DEMO_DIR"
 }
 
-printf '{"train_images": %d, "val_images": %d, "test_images": %d, "leaf_iters": %d, "parent_iters": %d, "num_shards": %d, "seed": %d, "difficulty": "%s", "federated": %d, "search_trials": %d}\n' \
+printf '{"train_images": %d, "val_images": %d, "test_images": %d, "leaf_iters": %d, "parent_iters": %d, "num_shards": %d, "seed": %d, "difficulty": "%s", "federated": %d, "search_trials": %d, "jobs": %d}\n' \
   "$TRAIN_IMAGES" "$VAL_IMAGES" "$TEST_IMAGES" "$LEAF_ITERS" "$PARENT_ITERS" "$NUM_SHARDS" "$SEED" "$DIFFICULTY" \
-  "$FEDERATED" "$SEARCH_TRIALS" > "$DEMO_DIR/settings.json"
+  "$FEDERATED" "$SEARCH_TRIALS" "$JOBS" > "$DEMO_DIR/settings.json"
 stage data "synthetic dataset in the official formats"
 stage prepare "annotation files, rebalancing, shards"
 stage train "two slim leaf models (cascade, Mask R-CNN) and one slim parent model"

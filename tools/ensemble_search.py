@@ -76,10 +76,14 @@ def parse_args(argv=None):
     p.add_argument('--classes', default=DEFAULT_CLASSES)
     p.add_argument('--workers', type=int, default=2, help='metric worker processes, which also fuse the trials (default 2)')
     p.add_argument('--device', default='cpu')
+    p.add_argument('--jobs', type=int, default=1, help='CPU: processes that predict the member-views side by '
+                   'side, each with its share of the cores (default 1)')
     add_progress_flag(p)
     args = p.parse_args(argv)
     if (args.parent_config is None) != (args.parent_ann_file is None):
         p.error('--parent-config and --parent-ann-file go together')
+    if args.jobs < 1:
+        p.error('--jobs must be at least 1')
     if args.parent_checkpoints and args.parent_config is None:
         p.error('--parent-checkpoints needs --parent-config')
     return args
@@ -200,10 +204,11 @@ def main(argv=None) -> None:
             raise DataError(f'--extra {item!r}: expected NAME=SUBMISSION.csv')
         extra[name] = read_predictions(path)
     cached = cache_member_views(cfg, a.ann_file, a.images_dir, os.path.join(a.out, 'cache'), a.device,
-                                a.progress)
+                                a.progress, jobs=a.jobs)
     members = MemberSet.from_files(cached)
     if parent_cfg is not None:
-        parent_cached = cache_member_views(parent_cfg, parent_ann, a.images_dir, parent_dir, a.device, a.progress)
+        parent_cached = cache_member_views(parent_cfg, parent_ann, a.images_dir, parent_dir, a.device, a.progress,
+                                           jobs=a.jobs)
         members.with_parent(MemberSet.from_files(parent_cached), a.hierarchy, parent_dir)
     with MetricSession(a.masks_csv, a.masks_dir, a.bbox_csv, a.labels_csv, a.hierarchy, a.classes,
                        dict(members.sizes), workers=a.workers, worker_data=members) as session:

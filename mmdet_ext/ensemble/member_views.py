@@ -125,33 +125,86 @@ class SubmissionFusion:
 
 
 def cache_member_views(cfg, ann_file: str, images_dir: str, out_dir: str, device: str = 'cpu',
-                       progress: bool = True, workers: int = 0) -> list[tuple[str, str, str]]:
+                       progress: bool = True, workers: int = 0, jobs: int = 1) -> list[tuple[str, str, str]]:
     """Every member x view of the ensemble config over the annotation file's images, once: a results file
     and a submission CSV each in ``out_dir`` (a finished one is reused, an interrupted one resumed). Each
     keeps its detections down to score 0, at most the ensemble's ``test_cfg.max_per_img`` (None: the
-    member's config)."""
+    member's config). ``jobs`` > 1 (CPU): the member-views predicted by that many processes side by side,
+    each with its share of the cores (small models keep one core busy better than two)."""
     from util.data.annotations import load_annotations
-    from util.post.to_submission import results_to_submission
 
     from .config import build_members, check_config
-    from .runner import run_shard
     check_config(cfg, cfg.filename or 'the ensemble')
     doc = load_annotations(ann_file)
     classes = doc['metainfo']['mids']
-    members, views, test_cfg = build_members(cfg, classes, device)
     os.makedirs(out_dir, exist_ok=True)
-    cached = []
+    members, views, test_cfg = build_members(cfg, classes, device)
     parts = member_view_ensembles(members, views, len(classes), test_cfg['max_per_img'], test_cfg['mask_thr'],
                                   test_cfg['iou_thr'])
-    for member_name, name, fusion in parts:
-        stem = os.path.join(out_dir, f'{member_name}@{name}')
-        csv = stem + '.csv'
-        if not os.path.exists(csv):
-            results = stem + '.jsonl.gz'
-            run_shard(fusion, doc['data_list'], images_dir, results, classes, progress, workers=workers)
-            results_to_submission(results, csv)
-        cached.append((member_name, name, csv))
-    return cached
+    names = [(member, name) for member, name, _ in parts]
+    stems = [os.path.join(out_dir, f'{member}@{name}') for member, name in names]
+    todo = [k for k, stem in enumerate(stems) if not os.path.exists(stem + '.csv')]
+    jobs = min(jobs, len(todo)) if device == 'cpu' else 1
+    if jobs <= 1:
+        for k in todo:
+            _cache_part(parts[k][2], doc['data_list'], images_dir, stems[k], classes, progress, workers)
+    else:
+        del members, parts                                  # the pool's processes load their own
+        _cache_in_pool(cfg, classes, device, doc['data_list'], images_dir, stems, todo, jobs, progress)
+    return [(member, name, stem + '.csv') for (member, name), stem in zip(names, stems)]
+
+
+def _cache_part(fusion, data_list, images_dir, stem, classes, progress=False, workers=0) -> str:
+    from util.post.to_submission import results_to_submission
+
+    from .runner import run_shard
+    run_shard(fusion, data_list, images_dir, stem + '.jsonl.gz', classes, progress, workers=workers)
+    results_to_submission(stem + '.jsonl.gz', stem + '.csv')
+    return stem
+
+
+_POOL_PARTS: list = []          # a pool process's member-view ensembles
+
+
+def _load_parts(cfg, classes, device, threads):
+    from .config import build_members
+    torch.set_num_threads(threads)
+    members, views, test_cfg = build_members(cfg, classes, device)
+    _POOL_PARTS[:] = member_view_ensembles(members, views, len(classes), test_cfg['max_per_img'],
+                                           test_cfg['mask_thr'], test_cfg['iou_thr'])
+
+
+def _pool_part(k, data_list, images_dir, stem, classes) -> str:
+    return _cache_part(_POOL_PARTS[k][2], data_list, images_dir, stem, classes)
+
+
+def _cache_in_pool(cfg, classes, device, data_list, images_dir, stems, todo, jobs, progress) -> None:
+    """The ``todo`` member-views over a spawned pool (forked torch thread pools can hang). A worker that
+    dies is an error (BrokenProcessPool), not a wait; Ctrl-C or an error ends the pool's processes at once
+    (their results files resume on the next run)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm import tqdm
+
+    from util.common.workers import start_worker
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pool = ProcessPoolExecutor(jobs, mp_context=mp.get_context('spawn'), initializer=start_worker,
+                               initargs=(os.getpid(), _load_parts, (cfg, classes, device, threads)))
+    try:
+        tasks = [pool.submit(_pool_part, k, data_list, images_dir, stems[k], classes) for k in todo]
+        for task in tqdm(as_completed(tasks), total=len(tasks), desc=f'member-views ({jobs} processes)',
+                         disable=not progress):
+            task.result()
+    except BaseException:
+        processes = list((getattr(pool, '_processes', None) or {}).values())     # shutdown forgets them
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:           # not left to finish their member-view (no public way to stop them)
+            process.terminate()
+        for process in processes:
+            process.join(5)
+        raise
+    pool.shutdown()
 
 
 def _register():

@@ -1,0 +1,58 @@
+"""The search's member-view cache predicted by a pool of processes (``--jobs``): the same files as one
+process writes with the pool's thread count (CPU sums, hence the last digits, depend on it), and an
+unreadable image stops it with the error naming the file, no process left behind."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import time
+
+import pytest
+
+from util.common.errors import DataError
+from util.data.annotations import load_annotations
+
+TINY_LEAF = 'configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py'
+
+
+@pytest.mark.slow
+def test_pooled_cache_equals_the_serial_one_and_stops_on_an_unreadable_image(synthetic_data, tmp_path):
+    from _ensemble_helpers import save_checkpoint, tiny_detector
+
+    from mmdet_ext.ensemble.config import load_ensemble_config
+    from mmdet_ext.ensemble.member_views import cache_member_views
+    root = synthetic_data
+    ann = str(root / 'annotations/leaf-val.pkl')
+    ckpts = [save_checkpoint(tiny_detector(seed, num_classes=None, max_per_img=20), str(tmp_path / f'w{seed}.pth'))
+             for seed in (0, 1)]
+    config = tmp_path / 'leaf.py'
+    config.write_text(f"members = [dict(name='a', config={TINY_LEAF!r}, checkpoint={ckpts[0]!r}),\n"
+                      f"           dict(name='b', config={TINY_LEAF!r}, checkpoint={ckpts[1]!r})]\n"
+                      "views = dict(scales=[(160, 128)], flip=True)\n"
+                      "fusion = dict(type='SharedProposals')\ntest_cfg = dict(score_thr=0.0, max_per_img=20)\n")
+    cfg = load_ensemble_config(str(config))
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, os.cpu_count() // 2))          # a pool of 2's share of the cores each
+    try:
+        serial = cache_member_views(cfg, ann, str(root), str(tmp_path / 'serial'), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    pooled = cache_member_views(cfg, ann, str(root), str(tmp_path / 'pooled'), progress=False, jobs=2)
+    assert [(m, v) for m, v, _ in pooled] == [(m, v) for m, v, _ in serial] == \
+        [('a', '160x128'), ('a', '160x128-flip'), ('b', '160x128'), ('b', '160x128-flip')]
+    for (_, _, one), (_, _, two) in zip(serial, pooled):
+        assert open(one, 'rb').read() == open(two, 'rb').read(), two
+    # One image cut short: the pool's error is the runner's one line naming it, and the pool is gone.
+    broken = tmp_path / 'broken'
+    shutil.copytree(root / 'validation', broken / 'validation')
+    path = load_annotations(ann)['data_list'][3]['img_path']
+    with open(broken / path, 'r+b') as f:
+        f.truncate(100)
+    with pytest.raises(DataError, match=os.path.basename(path)):
+        cache_member_views(cfg, ann, str(broken), str(tmp_path / 'broken-cache'), progress=False, jobs=2)
+    deadline = time.monotonic() + 10            # ended by the error, not left to finish their member-views
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert multiprocessing.active_children() == []
