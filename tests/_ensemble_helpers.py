@@ -121,6 +121,16 @@ def damage(path: str, kind: str) -> None:
         f.write(bytes(data))
 
 
+def write_ensemble(path, members, flip: bool = False, fusion: str = 'SharedProposals') -> str:
+    """An ensemble config file of ``members`` (name, config, checkpoint) at one small view (160 x 128, and
+    its mirror with ``flip``), every detection down to score 0 kept, at most 20 per image."""
+    rows = ',\n'.join(f'    dict(name={n!r}, config={c!r}, checkpoint={k!r})' for n, c, k in members)
+    with open(path, 'w') as f:
+        f.write(f"members = [\n{rows}]\nviews = dict(scales=[(160, 128)], flip={flip!r})\n"
+                f"fusion = dict(type={fusion!r})\ntest_cfg = dict(score_thr=0.0, max_per_img=20)\n")
+    return str(path)
+
+
 def shared(models, scales, flip=False, weights=None, **params):
     """The shared-proposal fusion as the ensemble runner builds it, from plain members."""
     from mmdet_ext.ensemble import FUSIONS, Member, view_specs

@@ -154,13 +154,12 @@ def cache_member_views(cfg, ann_file: str, images_dir: str, out_dir: str, device
     return [(member, name, stem + '.csv') for (member, name), stem in zip(names, stems)]
 
 
-def _cache_part(fusion, data_list, images_dir, stem, classes, progress=False, workers=0) -> str:
+def _cache_part(fusion, data_list, images_dir, stem, classes, progress=False, workers=0) -> None:
     from util.post.to_submission import results_to_submission
 
     from .runner import run_shard
     run_shard(fusion, data_list, images_dir, stem + '.jsonl.gz', classes, progress, workers=workers)
     results_to_submission(stem + '.jsonl.gz', stem + '.csv')
-    return stem
 
 
 _POOL_PARTS: list = []          # a pool process's member-view ensembles
@@ -174,8 +173,8 @@ def _load_parts(cfg, classes, device, threads):
                                            test_cfg['mask_thr'], test_cfg['iou_thr'])
 
 
-def _pool_part(k, data_list, images_dir, stem, classes) -> str:
-    return _cache_part(_POOL_PARTS[k][2], data_list, images_dir, stem, classes)
+def _pool_part(k, data_list, images_dir, stem, classes) -> None:
+    _cache_part(_POOL_PARTS[k][2], data_list, images_dir, stem, classes)
 
 
 def _cache_in_pool(cfg, classes, device, data_list, images_dir, stems, todo, jobs, progress) -> None:

@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from _ensemble_helpers import save_checkpoint, subprocess_env, tiny_detector
+from _ensemble_helpers import save_checkpoint, subprocess_env, tiny_detector, write_ensemble
 from conftest import REPO, run_cli
 
 from util.metric.evaluate import evaluate_files
@@ -25,12 +25,7 @@ def test_search_then_the_written_config_reproduces_the_held_out_map(synthetic_da
     root = synthetic_data
     ckpts = [save_checkpoint(tiny_detector(seed, num_classes=None, max_per_img=20), str(tmp_path / f'w{seed}.pth'))
              for seed in (0, 1)]
-    ens = tmp_path / 'ens.py'
-    ens.write_text(f"members = [dict(name='a', config={TINY!r}, checkpoint={ckpts[0]!r}),\n"
-                   f"           dict(name='b', config={TINY!r}, checkpoint={ckpts[1]!r})]\n"
-                   "views = dict(scales=[(160, 128)], flip=False)\n"
-                   "fusion = dict(type='SharedProposals')\n"
-                   "test_cfg = dict(score_thr=0.0, max_per_img=20)\n")
+    ens = write_ensemble(tmp_path / 'ens.py', [('a', TINY, ckpts[0]), ('b', TINY, ckpts[1])])
     space = tmp_path / 'space.py'
     space.write_text("space = dict(method=['wbf', 'nms'], iou_thr=(0.4, 0.7), weights=(0.5, 2.0),\n"
                      "             calibrate=[False, True], score_thr=[0.0, 0.05], max_per_img=[10, 20])\n")

@@ -18,7 +18,7 @@ TINY_LEAF = 'configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py'
 
 @pytest.mark.slow
 def test_pooled_cache_equals_the_serial_one_and_stops_on_an_unreadable_image(synthetic_data, tmp_path):
-    from _ensemble_helpers import save_checkpoint, tiny_detector
+    from _ensemble_helpers import save_checkpoint, tiny_detector, write_ensemble
 
     from mmdet_ext.ensemble.config import load_ensemble_config
     from mmdet_ext.ensemble.member_views import cache_member_views
@@ -26,12 +26,8 @@ def test_pooled_cache_equals_the_serial_one_and_stops_on_an_unreadable_image(syn
     ann = str(root / 'annotations/leaf-val.pkl')
     ckpts = [save_checkpoint(tiny_detector(seed, num_classes=None, max_per_img=20), str(tmp_path / f'w{seed}.pth'))
              for seed in (0, 1)]
-    config = tmp_path / 'leaf.py'
-    config.write_text(f"members = [dict(name='a', config={TINY_LEAF!r}, checkpoint={ckpts[0]!r}),\n"
-                      f"           dict(name='b', config={TINY_LEAF!r}, checkpoint={ckpts[1]!r})]\n"
-                      "views = dict(scales=[(160, 128)], flip=True)\n"
-                      "fusion = dict(type='SharedProposals')\ntest_cfg = dict(score_thr=0.0, max_per_img=20)\n")
-    cfg = load_ensemble_config(str(config))
+    cfg = load_ensemble_config(write_ensemble(tmp_path / 'leaf.py', [('a', TINY_LEAF, ckpts[0]),
+                                                                     ('b', TINY_LEAF, ckpts[1])], flip=True))
     import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, os.cpu_count() // 2))          # a pool of 2's share of the cores each

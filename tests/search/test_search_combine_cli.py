@@ -11,6 +11,7 @@ import re
 import shlex
 
 import pytest
+from _ensemble_helpers import write_ensemble as ensemble
 from conftest import REPO, run_cli
 
 from util.common.cli import run
@@ -19,15 +20,6 @@ from util.data.annotations import load_annotations, make_metainfo, save_annotati
 
 TINY_LEAF = 'configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-leaf.py'
 TINY_PARENT = 'configs/tiny/cascade-mask-rcnn_r18-tiny_fpn_oid-parent.py'
-VIEWS = "views = dict(scales=[(160, 128)], flip=False)\n"
-TEST_CFG = "test_cfg = dict(score_thr=0.0, max_per_img=20)\n"
-
-
-def ensemble(path, members, fusion='SharedProposals'):
-    """An ensemble config file: ``members`` (name, config, checkpoint), one view."""
-    rows = ',\n'.join(f'    dict(name={n!r}, config={c!r}, checkpoint={k!r})' for n, c, k in members)
-    path.write_text(f"members = [\n{rows}]\n{VIEWS}fusion = dict(type={fusion!r})\n{TEST_CFG}")
-    return str(path)
 
 
 def gt_args(root):

@@ -79,8 +79,7 @@ _ABSENT = object()
 def _among(value, values):
     """``value`` as the space's knob offers it (a list's own element: 0 for 0.0), or _ABSENT."""
     if isinstance(values, list):
-        same = [v for v in values if v == value and isinstance(v, bool) == isinstance(value, bool)
-                and (v is None) == (value is None)]
+        same = [v for v in values if v == value and isinstance(v, bool) == isinstance(value, bool)]
         return same[0] if same else _ABSENT
     if isinstance(values, tuple) and value is not None and not isinstance(value, bool):
         low, high = values
@@ -170,7 +169,7 @@ def run_search(members, session, space: dict, out_dir: str, n_trials: int, seed:
     study = open_study(f'sqlite:///{os.path.abspath(os.path.join(out_dir, "study.db"))}', STUDY_NAME, seed,
                        space, grid)
     before = len(finished(study))
-    if not grid and len(finished(study)) < n_trials:
+    if not grid and before < n_trials:
         start_from_defaults(study, space, members)
     ran = run_trials(study, n_trials, make_objective(space, members, session, folds, calibrators), progress)
     log(f'{ran} trials run now, {before} finished before (resumed)' if before else f'{ran} trials run')
