@@ -16,10 +16,12 @@ from util.common.mask_codec import (
     decode_encoded,
     decode_encoded_batch,
     decode_mask,
+    decode_runs_batch,
     encode_mask,
     encoded_to_rle,
     rle_to_encoded,
     run_totals,
+    with_counts,
 )
 
 
@@ -140,3 +142,34 @@ def test_a_mask_encoded_here_reads_back_as_its_plain_string_and_travels_as_one()
     assert np.array_equal(decode_mask(made, 37, 21), mask)
     with pytest.raises(DataError, match='mask is not 36x21'):         # the runs are still checked
         decode_encoded(made, 36, 21)
+
+
+def test_runs_batch_checks_as_the_rle_batch_and_reads_the_same_masks():
+    """The metric's path (runs read in the pass that checks them) refuses what decode_encoded_batch
+    refuses, with the same first error, and reads what it accepts as pycocotools decodes it."""
+    rng = np.random.default_rng(5)
+    masks = [rng.random((6, 5)) < p for p in (0.0, 0.3, 0.7, 1.0)]
+    good = [encode_mask(m.astype(np.uint8)) for m in masks]
+    runs = decode_runs_batch(good, 6, 5, 'x')
+    assert runs.areas.tolist() == [int(m.sum()) for m in masks] and runs.totals.tolist() == [30] * 4
+    short, long_ = pack(coco_counts([0, 3, 1, 3], 6, 5)), pack(coco_counts([0, 31], 6, 5))
+    negative = pack(b'24' + bytes([48 + 0x1e]) + b'0')
+    for batch in ([good[0], short], [long_, good[1] + '!'], [good[2] + '!', short], [negative, good[0]],
+                  [good[1], 'AAAA', long_], [good[0], ''], [good[3], good[0][:-4]]):
+        with pytest.raises(DataError) as want:
+            decode_encoded_batch(batch, 6, 5, lambda k: f'f.csv:2: image i: detection {k + 1}')
+        with pytest.raises(DataError) as got:
+            decode_runs_batch(batch, 6, 5, lambda k: f'f.csv:2: image i: detection {k + 1}')
+        assert str(got.value) == str(want.value)
+    with pytest.raises(DataError, match='^img: image size 5x0'):
+        decode_runs_batch(good, 0, 5, 'img')
+
+
+def test_a_mask_passed_on_keeps_the_counts_it_was_read_to():
+    mask = np.zeros((9, 7), np.uint8)
+    mask[2:6, 1:4] = 1
+    plain = str(encode_mask(mask))
+    kept = with_counts(plain, decode_encoded(plain, 9, 7))
+    assert kept == plain and kept.counts == decode_encoded(plain, 9, 7)['counts']
+    assert type(pickle.loads(pickle.dumps(kept))) is str
+    assert decode_runs_batch([kept], 9, 7).areas.tolist() == [12]

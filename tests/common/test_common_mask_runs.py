@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
-from util.common.rle_runs import overlap_pixels, runs_of
+from util.common.rle_runs import overlap_pixels, run_totals, runs_of
 from util.metric.rules import GroundTruth, mask_features
 
 
@@ -89,3 +89,21 @@ def test_mask_features_equal_the_dense_features():
             assert box.tolist() == [y0 / height, x0 / width, (y1 + 1) / height, (x1 + 1) / width]
         else:
             assert box.tolist() == [0.0] * 4
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=12), st.lists(st.integers(0, 30), max_size=9).map(
+    lambda runs: mask_utils.frPyObjects({'size': [1, max(1, sum(runs))], 'counts': runs}, 1,
+                                        max(1, sum(runs)))['counts'])), max_size=8), st.integers(1, 7))
+def test_the_runs_pass_sums_the_runs_as_the_strict_check_does(strings, height):
+    """runs_of reads and checks in one pass: its totals are run_totals' (-1 where malformed, any bytes),
+    and a malformed string, never read as runs, leaves its neighbours' runs as they are alone."""
+    runs = runs_of(strings, height)
+    assert runs.totals.tolist() == run_totals(strings).tolist()
+    for k, s in enumerate(strings):
+        alone = runs_of([s], height)
+        assert runs.areas[k] == alone.areas[0] and runs.boxes[k].tolist() == alone.boxes[0].tolist()
+        own = slice(runs.offsets[k], runs.offsets[k + 1])
+        assert runs.starts[own].tolist() == alone.starts.tolist() and runs.stops[own].tolist() == alone.stops.tolist()
+        if runs.totals[k] < 0:
+            assert alone.areas[0] == 0 and alone.starts.size == 0

@@ -7,7 +7,8 @@
     textio       opening text inputs strictly: UTF-8 (BOM accepted), gzip and binary refused by name
     hierarchy    the class hierarchy: leaves, parents, ancestors, class subsets, the shipped class files
     mask_codec   the challenge's EncodedMask <-> COCO RLE <-> binary mask, with one strict decoder
-    rle_runs     run totals of compressed RLE counts (compiled with numba): the strict decoder's check
+    rle_runs     compressed RLE counts read at compiled speed (numba): run totals (the strict decoder's
+                 check), foreground runs with areas and boxes in the same pass, intersections, windows
     submission   the Kaggle submission CSV: streaming reader, lock-step reader, atomic writer, id lists
     image_io     image sizes from headers, full decodes for --strict, mask PNGs, image file lookup
     drawing      instances drawn on images (annotation and prediction pictures)

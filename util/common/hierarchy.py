@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
+
 from .errors import DataError
 from .textio import open_text
 
@@ -247,6 +249,7 @@ class ClassIndex:
         self.hierarchy = hierarchy
         self._up: dict[str, tuple[int, ...]] = {}
         self._down: dict[str, tuple[int, ...]] = {}
+        self._up_table = None
 
     def __len__(self):
         return len(self.mids)
@@ -262,6 +265,15 @@ class ClassIndex:
             above = self.hierarchy.ancestors_in_order(mid) if self.known(mid) else []
             self._up[mid] = self._indices([mid] + above)
         return self._up[mid]
+
+    def up_table(self):
+        """``up`` of every listed class, by index, as one table: (offsets, indices), class i's expansion
+        being ``indices[offsets[i]:offsets[i + 1]]`` (made once; for expanding many detections at once)."""
+        if self._up_table is None:
+            ups = [self.up(mid) for mid in self.mids]
+            self._up_table = (np.cumsum([0] + [len(u) for u in ups]).astype(np.int64),
+                              np.asarray([c for u in ups for c in u], np.int64))
+        return self._up_table
 
     def down(self, mid: str) -> tuple[int, ...]:
         if mid not in self._down:

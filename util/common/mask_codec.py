@@ -16,9 +16,11 @@ form prefixes the caller's place (file:line: image: detection k).
     encode_region(crop, y0, x0, h, w)      the same for a mask given as its crop (cost of the crop only)
     decode_rle(rle)                        RLE -> binary HxW uint8 array
     rle_to_encoded(rle)                    RLE -> EncodedMask (str); the only encoder
+    with_counts(s, rle)                    an EncodedMask read here, passed on keeping its counts
     encode_mask(mask)                      binary HxW array -> EncodedMask
     decode_encoded(s, h, w)                EncodedMask -> RLE with bytes counts (pycocotools' form), checked
     decode_encoded_batch(ss, h, w, where)  the same for one image's masks; errors name ``where``, detection k
+    decode_runs_batch(ss, h, w, where)     the same checks, giving the masks' runs (``rle_runs.Runs``)
     check_encoded(ss, h, w)                -> (RLEs or None, [(k, problem)]): every problem, for validators
     check_rles(rles, h, w, where)          RLE dicts (mmdet's, results') -> bytes-counts RLEs, checked
     encoded_to_rle(s, h, w)                EncodedMask -> RLE with str counts, checked
@@ -39,7 +41,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .errors import DataError
-from .rle_runs import run_totals
+from .rle_runs import Runs, run_totals, runs_of
 
 Where = str | Callable[[int], str]
 
@@ -109,6 +111,13 @@ class EncodedMask(str):
         return str, (str(self),)
 
 
+def with_counts(encoded: str, rle: dict) -> str:
+    """``encoded`` as an EncodedMask that keeps ``rle``'s counts, which must be what it decodes to (e.g.
+    an input mask ``decode_encoded`` read, passed on unchanged by a fusion or an NMS): read again in this
+    process, it skips base64 and zlib."""
+    return EncodedMask(str(encoded), _as_coco(rle)['counts'])
+
+
 def rle_to_encoded(rle: dict) -> str:
     """RLE (str, bytes or list counts) -> EncodedMask: zlib level 9, then base64."""
     counts = _as_coco(rle)['counts']
@@ -159,7 +168,11 @@ def _total_problems(counts: Sequence[bytes], height: int, width: int) -> list[tu
     """(position, problem) for each counts string whose runs do not cover exactly height x width."""
     if not counts:
         return []
-    totals = run_totals(counts)
+    return _coverage_problems(run_totals(counts), height, width)
+
+
+def _coverage_problems(totals: np.ndarray, height: int, width: int) -> list[tuple[int, str]]:
+    """(position, problem) for each run total (-1: malformed counts) that is not height x width."""
     bad = np.flatnonzero(totals != height * width)
     return [(int(k), 'mask is not a valid COCO RLE (malformed counts)' if totals[k] < 0 else
              f'mask is not {height}x{width} (its runs cover {totals[k]} pixels, expected {height * width})')
@@ -215,6 +228,30 @@ def decode_encoded_batch(encoded: Sequence[str], height: int, width: int, where:
         k, problem = problems[0]
         raise DataError(f'{_place(where, k)}: {problem}')
     return rles
+
+
+def decode_runs_batch(encoded: Sequence[str], height: int, width: int, where: Where = '') -> Runs:
+    """One image's EncodedMasks -> their foreground runs (``rle_runs.Runs``: areas, boxes, runs), checked
+    as ``decode_encoded_batch`` checks them (same problems, same first error), in the one pass that reads
+    the runs: the metric's path, which never needs the RLEs themselves."""
+    try:
+        height, width = _check_size(height, width)
+    except DataError as e:
+        prefix = where(0) if callable(where) else where
+        raise DataError(f'{prefix}: {e}' if prefix else str(e)) from None
+    counts, unpack_problem = [], None
+    for k, s in enumerate(encoded):
+        try:
+            counts.append(_unpack(s))
+        except DataError as e:
+            unpack_problem = (k, str(e))
+            break
+    runs = runs_of(counts, height)
+    problems = _coverage_problems(runs.totals, height, width)[:1] or ([unpack_problem] if unpack_problem else [])
+    if problems:
+        k, problem = problems[0]
+        raise DataError(f'{_place(where, k)}: {problem}')
+    return runs
 
 
 def decode_encoded(encoded: str, height: int, width: int) -> dict:

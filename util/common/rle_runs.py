@@ -12,7 +12,8 @@ count two places before.
 
     run_totals(counts)                                         -> total pixels of each string (-1: broken)
     add_window(counts, height, y0, y1, x0, x1, weight, acc)    acc += weight where the mask is set
-    runs_of(counts_list, height)                               -> Runs: foreground runs, areas, boxes
+    runs_of(counts_list, height)                               -> Runs: foreground runs, areas, boxes,
+                                                                  totals (one pass: the strict check too)
     overlap_pixels(runs_a, runs_b)                             -> (M, N) shared pixels
 """
 from __future__ import annotations
@@ -122,40 +123,59 @@ def add_window(counts: bytes, height: int, y0: int, y1: int, x0: int, x1: int, w
 
 
 @numba.njit(cache=True, nogil=True)
-def _foreground(raw, ends, height, starts, stops, offsets, areas, boxes):  # pragma: no cover  (via runs_of)
-    """Each string's foreground runs as [start, stop) pixel intervals (column-major), its area and its
-    tight box [xmin, ymin, xmax, ymax] (inclusive; -1 when empty)."""
+def _foreground(raw, ends, height, starts, stops, offsets, areas, boxes, totals):  # pragma: no cover  (via runs_of)
+    """Each string's foreground runs as [start, stop) pixel intervals (column-major), its area, its tight
+    box [xmin, ymin, xmax, ymax] (inclusive; -1 when empty) and the pixels its runs cover (-1 where the
+    string is malformed, as ``run_totals`` says: then its runs are left out). The column of a run is
+    followed as the position moves on (one division only for a jump of more than a column)."""
     k = 0
     start = 0
     for s in range(ends.shape[0]):
         offsets[s] = k
         end = ends[s]
         pos = 0
+        col = 0
+        col_start = 0                                # col * height
         m = 0
         before1 = 0
         before2 = 0
         area = 0
         x0 = y0 = np.int64(1) << 62
         x1 = y1 = np.int64(-1)
+        bad = False
         i = start
         while i < end:
-            x, i, _ = _read_count(raw, i, end)         # checked strings only: always well-formed
+            x, i, ok = _read_count(raw, i, end)
+            if not ok:
+                bad = True
+                break
             if m > 2:
                 x += before2
+            if x < 0 or x > 0xFFFFFFFF:
+                bad = True
+                break
             if m % 2 == 1 and x > 0:
                 starts[k] = pos
                 stops[k] = pos + x
                 k += 1
                 area += x
                 last = pos + x - 1
-                c0 = pos // height
-                c1 = last // height
-                if c0 < c1:                             # across a column's end: rows h-1 and 0 both set
+                if pos - col_start >= height:
+                    if pos - col_start < 2 * height:
+                        col += 1
+                        col_start += height
+                    else:
+                        col = pos // height
+                        col_start = col * height
+                c0 = col
+                r0 = pos - col_start
+                if last - col_start < height:
+                    c1 = c0
+                    r1 = last - col_start
+                else:                                   # across a column's end: rows h-1 and 0 both set
+                    c1 = last // height
                     r0 = 0
                     r1 = height - 1
-                else:
-                    r0 = pos - c0 * height
-                    r1 = last - c1 * height
                 x0 = min(x0, c0)
                 x1 = max(x1, c1)
                 y0 = min(y0, r0)
@@ -164,6 +184,10 @@ def _foreground(raw, ends, height, starts, stops, offsets, areas, boxes):  # pra
             before2 = before1
             before1 = x
             m += 1
+        if bad:
+            k = offsets[s]                              # its runs are not kept
+            area = 0
+        totals[s] = -1 if bad else pos
         areas[s] = area
         if area:
             boxes[s, 0], boxes[s, 1], boxes[s, 2], boxes[s, 3] = x0, y0, x1, y1
@@ -176,30 +200,47 @@ def _foreground(raw, ends, height, starts, stops, offsets, areas, boxes):  # pra
 class Runs:
     """Masks' foreground runs (``runs_of``): ``starts``/``stops`` of mask k are
     ``[offsets[k]:offsets[k + 1]]``; ``areas`` (pixels) and ``boxes`` (xmin, ymin, xmax, ymax in pixels,
-    inclusive; -1 for an empty mask), one row per mask."""
-    __slots__ = ('starts', 'stops', 'offsets', 'areas', 'boxes')
+    inclusive; -1 for an empty mask), one row per mask; ``totals``: the pixels each string's runs cover
+    (-1: malformed), which a strict reader compares with H x W; ``height``: the masks' height."""
+    __slots__ = ('starts', 'stops', 'offsets', 'areas', 'boxes', 'totals', 'height')
 
-    def __init__(self, starts, stops, offsets, areas, boxes):
+    def __init__(self, starts, stops, offsets, areas, boxes, totals, height):
         self.starts, self.stops, self.offsets, self.areas, self.boxes = starts, stops, offsets, areas, boxes
+        self.totals, self.height = totals, height
 
 
 def runs_of(counts: list[bytes], height: int) -> Runs:
-    """The foreground runs, areas and tight boxes of checked compressed counts strings (``mask_codec``
-    checks them) of masks ``height`` pixels high: the exact pixels a dense decode would set."""
+    """The foreground runs, areas and tight boxes of compressed counts strings of masks ``height`` pixels
+    high: the exact pixels a dense decode would set, read in the same pass that sums the runs (``totals``),
+    so a strict reader checks and reads a mask at once. A malformed string has no runs (total -1)."""
     n = len(counts)
     ends = np.cumsum(np.fromiter(map(len, counts), np.int64, n))
     raw = np.frombuffer(b''.join(counts), np.uint8)
     room = len(raw) // 2 + n                    # a run takes a character at least; every other is foreground
     starts, stops = np.empty(room, np.int64), np.empty(room, np.int64)
     offsets, areas, boxes = np.zeros(n + 1, np.int64), np.zeros(n, np.int64), np.empty((n, 4), np.int64)
+    totals = np.zeros(n, np.int64)
     if n:
-        _foreground(raw, ends, int(height), starts, stops, offsets, areas, boxes)
+        _foreground(raw, ends, int(height), starts, stops, offsets, areas, boxes, totals)
     used = int(offsets[-1])
-    return Runs(starts[:used], stops[:used], offsets, areas, boxes)
+    return Runs(starts[:used], stops[:used], offsets, areas, boxes, totals, height)
 
 
 @numba.njit(cache=True, nogil=True)
-def _overlaps(a_starts, a_stops, a_offsets, a_boxes, b_starts, b_stops, b_offsets, b_boxes, out):  # pragma: no cover
+def _first_ending_after(stops, i, end, pos):  # pragma: no cover  (compiled)
+    """The first run in [i, end) that ends after pixel ``pos`` (stops ascend): a binary search."""
+    while i < end:
+        mid = (i + end) // 2
+        if stops[mid] <= pos:
+            i = mid + 1
+        else:
+            end = mid
+    return i
+
+
+@numba.njit(cache=True, nogil=True)
+def _overlaps(a_starts, a_stops, a_offsets, a_boxes, b_starts, b_stops, b_offsets, b_boxes, height,
+              out):  # pragma: no cover
     for p in range(a_boxes.shape[0]):
         if a_boxes[p, 0] < 0:
             continue
@@ -207,14 +248,18 @@ def _overlaps(a_starts, a_stops, a_offsets, a_boxes, b_starts, b_stops, b_offset
             if (b_boxes[q, 0] < 0 or b_boxes[q, 0] > a_boxes[p, 2] or a_boxes[p, 0] > b_boxes[q, 2]
                     or b_boxes[q, 1] > a_boxes[p, 3] or a_boxes[p, 1] > b_boxes[q, 3]):
                 continue                                # boxes apart: nothing shared
-            i, i_end = a_offsets[p], a_offsets[p + 1]
-            j, j_end = b_offsets[q], b_offsets[q + 1]
+            # Only the columns both boxes span can share pixels: merge the runs there.
+            lo = max(a_boxes[p, 0], b_boxes[q, 0]) * height
+            hi = (min(a_boxes[p, 2], b_boxes[q, 2]) + 1) * height
+            i_end, j_end = a_offsets[p + 1], b_offsets[q + 1]
+            i = _first_ending_after(a_stops, a_offsets[p], i_end, lo)
+            j = _first_ending_after(b_stops, b_offsets[q], j_end, lo)
             total = 0
-            while i < i_end and j < j_end:
-                lo = max(a_starts[i], b_starts[j])
-                hi = min(a_stops[i], b_stops[j])
-                if hi > lo:
-                    total += hi - lo
+            while i < i_end and j < j_end and a_starts[i] < hi and b_starts[j] < hi:
+                start = max(a_starts[i], b_starts[j])
+                stop = min(a_stops[i], b_stops[j])
+                if stop > start:
+                    total += stop - start
                 if a_stops[i] < b_stops[j]:
                     i += 1
                 else:
@@ -227,5 +272,7 @@ def overlap_pixels(a: Runs, b: Runs) -> np.ndarray:
     a merge of their runs, without dense masks."""
     out = np.zeros((len(a.areas), len(b.areas)), np.int64)
     if out.size:
-        _overlaps(a.starts, a.stops, a.offsets, a.boxes, b.starts, b.stops, b.offsets, b.boxes, out)
+        if a.height != b.height:
+            raise ValueError(f'masks {a.height} and {b.height} pixels high do not overlap')
+        _overlaps(a.starts, a.stops, a.offsets, a.boxes, b.starts, b.stops, b.offsets, b.boxes, int(a.height), out)
     return out

@@ -19,17 +19,14 @@ from .rules import Classes, Detections
 
 def class_indices(labels, classes: Classes, where: str, skip_unknown: bool = False):
     """(indices, keep positions, skipped count). An unknown label is an error unless ``skip_unknown``."""
-    idx, keep, skipped = [], [], 0
-    for k, mid in enumerate(labels):
-        c = classes.index.get(mid)
-        if c is None:
-            if not skip_unknown:
-                raise DataError(f'{where}: detection {k + 1}: label {mid} is not in the class list')
-            skipped += 1
-            continue
-        idx.append(c)
-        keep.append(k)
-    return idx, keep, skipped
+    found = list(map(classes.index.get, labels))
+    if None not in found:
+        return found, list(range(len(found))), 0
+    if not skip_unknown:
+        k = found.index(None)
+        raise DataError(f'{where}: detection {k + 1}: label {labels[k]} is not in the class list')
+    keep = [k for k, c in enumerate(found) if c is not None]
+    return [found[k] for k in keep], keep, len(found) - len(keep)
 
 
 def check_scores(scores, where: str) -> np.ndarray:
@@ -42,11 +39,12 @@ def check_scores(scores, where: str) -> np.ndarray:
 
 def expand_to_ancestors(dets: Detections, classes: Classes) -> Detections:
     """Every detection followed by a copy (same score and mask) for each ancestor in the class list."""
-    rows, cls = [], []
-    for k, c in enumerate(dets.classes.tolist()):
-        for e in classes.up(classes.mids[c]):
-            rows.append(k)
-            cls.append(e)
+    offsets, expanded = classes.up_table()
+    own = np.asarray(dets.classes, np.int64)
+    counts = offsets[own + 1] - offsets[own]
+    rows = np.repeat(np.arange(len(own)), counts)
+    # position of each copy in its detection's run of the table: offsets[class] + 0, 1, ...
+    first = np.cumsum(counts) - counts
     out = dets.take(rows)
-    out.classes = np.asarray(cls, np.int64)
+    out.classes = expanded[np.repeat(offsets[own], counts) + np.arange(len(rows)) - np.repeat(first, counts)]
     return out

@@ -8,9 +8,13 @@ dense mask), then turned into the reference's exact float32 / float64 ratios.
     Classes(mids, hierarchy)            the evaluated class list and its expansions up / down the hierarchy
     GroundTruth, Detections             one image's inputs
     mask_features(rles, gt, h, w)       -> MaskFeatures: all the metric reads of the masks (cacheable rows)
+    runs_features(runs, gt, h, w)       the same of masks read as runs (``mask_codec.decode_runs_batch``)
     expand_ground_truth(labels, image_labels, classes)   -> GT rows per class, evaluatable classes
+    prepare_truth(gt, classes)          -> PreparedTruth: all an image's scoring needs of its GT (kept by
+                                           ``GroundTruth.prepared``: a session scores the same GT again)
     evaluate_image(gt, dets, classes)   -> ImageResult: scored entries and counted GT per class (or None);
-                                           outcomes=True: also TP / FP / ignored / not scored per detection
+                                           outcomes=True: also TP / FP / ignored / not scored per detection;
+                                           the matching of all its classes is one compiled call (``matching``)
     precision_recall(scores, tp, n)     VOC curves, equal scores in the reference's order or FP-first (below)
     average_precision(precision, recall)   VOC all-points AP
     APAccumulator                       sums ImageResults over images -> EvalResult (per-class AP, mAP)
@@ -52,13 +56,12 @@ import numpy as np
 
 from ..common.hierarchy import ClassIndex
 from ..common.mask_codec import rle_areas
-from ..common.rle_runs import overlap_pixels, runs_of
+from ..common.rle_runs import Runs, overlap_pixels, runs_of
+from .matching import match_image
 
-MATCH_THRESHOLD = 0.5
 MAX_DETECTIONS_PER_CLASS = 10_000
 SCORE_FLOOR = -10.0                 # the reference's NMS keeps scores > -10 only
 TIES = ('official', 'fp-first')     # the first is the default
-MASK_EPS = np.float32(1e-7)         # np_mask_ops.EPSILON, applied in float32
 
 
 class Classes(ClassIndex):
@@ -77,6 +80,13 @@ class GroundTruth:
     masks: list                     # COCO RLE (bytes counts) at image size, or None (box-only)
     image_labels: list = field(default_factory=list)   # [(mid, verified_present: bool)]
     _runs: tuple | None = field(default=None, repr=False, compare=False)
+    _prepared: tuple | None = field(default=None, repr=False, compare=False)
+
+    def prepared(self, classes) -> PreparedTruth:
+        """``prepare_truth`` of this GT for ``classes``, made once and kept (as the runs are)."""
+        if self._prepared is None or self._prepared[0] is not classes:
+            self._prepared = (classes, prepare_truth(self, classes))
+        return self._prepared[1]
 
     def mask_runs(self, height: int, width: int):
         """(rows with a mask, their ``rle_runs.Runs``): read once, then kept with the GT (a metric session
@@ -126,9 +136,13 @@ class MaskFeatures:
 def mask_features(rles: list, gt: GroundTruth, height: int, width: int) -> MaskFeatures:
     """``MaskFeatures`` of checked RLEs at the image size, from their runs (``rle_runs``): exact pixel
     counts, no dense mask, no pycocotools call. An empty mask has area 0, a zero box, no intersections."""
-    det = runs_of(_counts(rles, height, width, 'detection'), height)
-    overlaps = np.zeros((len(rles), len(gt.masks)), np.int64)
-    if rles:
+    return runs_features(runs_of(_counts(rles, height, width, 'detection'), height), gt, height, width)
+
+
+def runs_features(det: Runs, gt: GroundTruth, height: int, width: int) -> MaskFeatures:
+    """``mask_features`` of masks already read as runs (``mask_codec.decode_runs_batch``)."""
+    overlaps = np.zeros((len(det.areas), len(gt.masks)), np.int64)
+    if len(det.areas):
         cols, truth = gt.mask_runs(height, width)
         if cols:
             overlaps[:, cols] = overlap_pixels(det, truth)
@@ -166,108 +180,7 @@ class ImageResult:
     outcomes: np.ndarray | None = None      # (M,) int8, in the input detections' order
 
 
-# ---- overlaps ------------------------------------------------------------------------------------
-def box_intersection(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    """Pairwise intersection areas of [ymin, xmin, ymax, xmax] boxes, as np_box_ops computes them."""
-    heights = np.maximum(0.0, np.minimum(boxes1[:, None, 2], boxes2[None, :, 2])
-                         - np.maximum(boxes1[:, None, 0], boxes2[None, :, 0]))
-    widths = np.maximum(0.0, np.minimum(boxes1[:, None, 3], boxes2[None, :, 3])
-                        - np.maximum(boxes1[:, None, 1], boxes2[None, :, 1]))
-    return heights * widths
-
-
-def box_area(boxes: np.ndarray) -> np.ndarray:
-    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-
-
-def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    inter = box_intersection(boxes1, boxes2)
-    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - inter
-    with np.errstate(divide='ignore', invalid='ignore'):
-        return inter / union
-
-
-def box_ioa(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
-    """Intersection over the DETECTION's area, (M, N)."""
-    return box_intersection(det_boxes, gt_boxes) / box_area(det_boxes)[:, None]
-
-
-# ---- matching ------------------------------------------------------------------------------------
-def _greedy_iou(overlap, state, is_box: bool) -> None:
-    """VOC greedy IoU stage: each unflagged detection tries its best GT; the first to reach it is a TP."""
-    tp, to_box, to_group = state
-    best = np.argmax(overlap, axis=1)
-    best_value = overlap[np.arange(len(best)), best]
-    taken = set()
-    for i, (g, v) in enumerate(zip(best.tolist(), best_value.tolist())):
-        if tp[i] or to_group[i] or not v >= MATCH_THRESHOLD:
-            continue
-        if g not in taken:
-            taken.add(g)
-            tp[i] = True
-            to_box[i] = is_box
-
-
-def _greedy_ioa(overlap, scores, state, best_of=None) -> np.ndarray:
-    """Group-of stage: every unflagged detection inside its best group-of GT is ignored.
-
-    Returns each hit group-of GT's best score (0 when not hit), in GT order; ``best_of`` (optional, one
-    per GT) receives the index of the detection that holds it (the first one at that score).
-    """
-    tp, _, to_group = state
-    best = np.argmax(overlap, axis=1)
-    best_value = overlap[np.arange(len(best)), best]
-    best_score = np.zeros(overlap.shape[1], np.float64)
-    for i, (g, v) in enumerate(zip(best.tolist(), best_value.tolist())):
-        if tp[i] or to_group[i] or not v >= MATCH_THRESHOLD:
-            continue
-        to_group[i] = True
-        if scores[i] > best_score[g]:
-            best_score[g] = scores[i]
-            if best_of is not None:
-                best_of[g] = i
-    return best_score
-
-
-def match_class(scores, det_boxes, det_areas, inter, gt_boxes, gt_areas, gt_group_of, outcomes=None):
-    """Scored entries of one class in one image: (scores, tp) float64 arrays.
-
-    ``scores`` are sorted (descending); ``inter`` holds det x GT mask intersections (pixels), ``gt_areas``
-    0 for box-only GT. ``outcomes`` (optional, one per row) receives each row's outcome code.
-    """
-    n = len(scores)
-    state = (np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool))
-    has_mask = gt_areas > 0
-    det_area32 = det_areas.astype(np.float32)
-    group_scores = np.zeros(0, np.float64)
-
-    sel = has_mask & ~gt_group_of                                      # (a) mask IoU, non-group-of
-    if sel.any():
-        i32 = inter[:, sel].astype(np.float32)
-        union = det_area32[:, None] + gt_areas[sel].astype(np.float32)[None, :] - i32
-        _greedy_iou(i32 / np.maximum(union, MASK_EPS), state, is_box=False)
-    sel = has_mask & gt_group_of                                       # (b) mask IoA, group-of
-    group_best = np.full(int(sel.sum()), -1)
-    if sel.any():
-        ioa = inter[:, sel].astype(np.float32) / (det_area32[:, None] + MASK_EPS)
-        best = _greedy_ioa(ioa, scores, state, group_best)
-        group_scores = best[best > 0]
-    sel = ~has_mask & ~gt_group_of                                     # (c) box IoU, box-only
-    if sel.any():
-        _greedy_iou(box_iou(det_boxes, gt_boxes[sel]), state, is_box=True)
-    sel = ~has_mask & gt_group_of                                      # (d) box IoA, box-only group-of
-    if sel.any():
-        _greedy_ioa(box_ioa(det_boxes, gt_boxes[sel]), scores, state)
-
-    tp, to_box, to_group = state
-    valid = ~to_box & ~to_group
-    if outcomes is not None:
-        outcomes[:] = np.where(valid, np.where(tp, TRUE_POSITIVE, FALSE_POSITIVE), IGNORED)
-        outcomes[group_best[group_best >= 0]] = TRUE_POSITIVE
-    return (np.concatenate([scores[valid], group_scores]),
-            np.concatenate([tp[valid].astype(np.float64), np.ones(len(group_scores))]))
-
-
+# ---- one image ----------------------------------------------------------------------------------
 def gt_order(gt: GroundTruth) -> np.ndarray:
     """The reference's GT order (its outer merge sorts by XMin, XMax, YMin, YMax, IsGroupOf)."""
     b = gt.boxes
@@ -290,11 +203,45 @@ def expand_ground_truth(labels: list, image_labels: list, classes: Classes):
     return members, evaluatable
 
 
-def _kept_detections(dets: Detections, evaluatable: set, gt: GroundTruth, height, width):
+@dataclass
+class PreparedTruth:
+    """What scoring an image needs of its GT against a class list, whatever the detections: GT rows in the
+    reference's order (``order``) with their boxes, group-of flags and mask areas (0: box-only); per class
+    the rows (positions in that order) that count for it, as ``matching``'s members table (``slot``: class
+    -> its row); the evaluatable classes (a mask over the class list) and the counted GT per class."""
+    order: np.ndarray
+    boxes: np.ndarray
+    group_of: np.ndarray
+    areas: np.ndarray
+    slot: dict
+    member_offsets: np.ndarray
+    member_rows: np.ndarray
+    evaluatable: np.ndarray
+    counted: dict
+
+
+def prepare_truth(gt: GroundTruth, classes: Classes) -> PreparedTruth:
+    order = gt_order(gt)
+    masks = [gt.masks[j] for j in order]
+    masked = [j for j, m in enumerate(masks) if m is not None]
+    areas = np.zeros(len(masks), np.int64)
+    areas[masked] = rle_areas([masks[j] for j in masked])
+    members, evaluatable = expand_ground_truth([gt.labels[j] for j in order], gt.image_labels, classes)
+    counted = {c: n for c, js in members.items() if (n := int(np.count_nonzero(areas[js])))}
+    listed = sorted(members)
+    offsets = np.cumsum([0] + [len(members[c]) for c in listed]).astype(np.int64)
+    rows = np.asarray([j for c in listed for j in members[c]], np.int64)
+    mask = np.zeros(len(classes), bool)
+    mask[sorted(evaluatable)] = True
+    return PreparedTruth(order, gt.boxes[order], gt.group_of[order], areas, {c: k for k, c in enumerate(listed)},
+                         offsets, rows, mask, counted)
+
+
+def _kept_detections(dets: Detections, evaluatable: np.ndarray, gt: GroundTruth, height, width):
     """Positions and ``MaskFeatures`` of the detections that take part: evaluatable class, score above
     the floor, non-empty mask (features computed here, for those only, when the detections bring masks)."""
-    keep = np.asarray([k for k, (c, s) in enumerate(zip(dets.classes.tolist(), dets.scores.tolist()))
-                       if c in evaluatable and s > SCORE_FLOOR], np.int64)
+    classes = np.asarray(dets.classes, np.int64)
+    keep = np.flatnonzero(evaluatable[classes] & (np.asarray(dets.scores, np.float64) > SCORE_FLOOR))
     if dets.features is not None:
         features = dets.features.take(keep)
     else:
@@ -303,11 +250,23 @@ def _kept_detections(dets: Detections, evaluatable: set, gt: GroundTruth, height
     return keep[nonempty], features.take(nonempty)
 
 
-def _descending(scores: np.ndarray, ties: str) -> np.ndarray:
-    """Order of ``scores``, highest first: as the reference's argsort, or equal ones in input order."""
+def _class_order(classes: np.ndarray, scores: np.ndarray, ties: str):
+    """Positions grouped by class (ascending), highest score first within a class, at most
+    ``MAX_DETECTIONS_PER_CLASS`` of each; and the groups' bounds. Equal scores of a class: in the order of
+    the reference's argsort of that class's scores in input order, reversed (``'official'``), or in
+    input order (``'fp-first'``)."""
+    order = np.lexsort((-scores, classes))                       # stable: equal scores in input order
+    c, s = classes[order], scores[order]
     if ties == 'official':
-        return np.argsort(scores)[::-1]
-    return np.argsort(-scores, kind='stable')
+        tied = (c[1:] == c[:-1]) & (s[1:] == s[:-1])
+        for cls in np.unique(c[1:][tied]).tolist():
+            rows = np.flatnonzero(classes == cls)
+            order[c == cls] = rows[np.argsort(scores[rows])[::-1]]
+    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+    rank = np.arange(len(c)) - np.repeat(starts, np.diff(np.r_[starts, len(c)]))
+    order = order[rank < MAX_DETECTIONS_PER_CLASS]
+    c = classes[order]
+    return order, np.r_[np.flatnonzero(np.r_[True, c[1:] != c[:-1]]), len(c)]
 
 
 def check_ties(ties: str) -> str:
@@ -327,37 +286,33 @@ def evaluate_image(gt: GroundTruth, dets: Detections, classes: Classes,
     check_ties(ties)
     if not gt.labels and not gt.image_labels:
         return None
-    order = gt_order(gt)
-    boxes, group_of = gt.boxes[order], gt.group_of[order]
-    masks = [gt.masks[j] for j in order]
-    masked = [j for j, m in enumerate(masks) if m is not None]
-    gt_areas = np.zeros(len(masks), np.int64)
-    gt_areas[masked] = rle_areas([masks[j] for j in masked])
-
-    members, evaluatable = expand_ground_truth([gt.labels[j] for j in order], gt.image_labels, classes)
-    counted = {c: n for c, js in members.items() if (n := int(np.count_nonzero(gt_areas[js])))}
-
-    keep, features = _kept_detections(dets, evaluatable, gt, height, width)
-    entries, kept = {}, {}
+    truth = gt.prepared(classes)
     codes = np.full(len(dets.scores), NOT_SCORED, np.int8) if outcomes else None
+    keep, features = _kept_detections(dets, truth.evaluatable, gt, height, width)
     if not keep.size:
-        return ImageResult(entries, counted, kept, codes)
-    det_classes, det_scores = dets.classes[keep], dets.scores[keep].astype(np.float64)
-    det_areas, det_boxes, inter = features.areas, features.boxes, features.overlaps[:, order]
-    for c in sorted(set(det_classes.tolist())):
-        rows = np.flatnonzero(det_classes == c)
-        rows = rows[_descending(det_scores[rows], ties)][:MAX_DETECTIONS_PER_CLASS]
-        kept[c] = len(rows)
-        js = members.get(c)
-        row_codes = np.full(len(rows), FALSE_POSITIVE, np.int8) if outcomes else None
-        if not js:                                              # evaluatable through image labels only
-            entries[c] = (det_scores[rows], np.zeros(len(rows)))
-        else:
-            entries[c] = match_class(det_scores[rows], det_boxes[rows], det_areas[rows],
-                                     inter[np.ix_(rows, js)], boxes[js], gt_areas[js], group_of[js], row_codes)
-        if outcomes:
-            codes[keep[rows]] = row_codes
-    return ImageResult(entries, counted, kept, codes)
+        return ImageResult({}, dict(truth.counted), {}, codes)
+    det_classes, det_scores = np.asarray(dets.classes, np.int64)[keep], np.asarray(dets.scores, np.float64)[keep]
+    order, bounds = _class_order(det_classes, det_scores, ties)
+    scores = det_scores[order]
+    listed = det_classes[order[bounds[:-1]]].tolist()
+    tp, valid, group_segment, group_score, group_row = match_image(
+        bounds, [truth.slot.get(c, -1) for c in listed], scores, features.boxes[order], features.areas[order],
+        features.overlaps[order][:, truth.order], truth.member_offsets, truth.member_rows, truth.boxes,
+        truth.areas, truth.group_of)
+    # Entries per class: its valid rows best first, then one TP per group-of GT it hit, in GT order.
+    segment = np.repeat(np.arange(len(listed)), np.diff(bounds))
+    entry_segment = np.concatenate([segment[valid], group_segment])
+    by_segment = np.argsort(entry_segment, kind='stable')
+    entry_scores = np.concatenate([scores[valid], group_score])[by_segment]
+    entry_tp = np.concatenate([tp[valid].astype(np.float64), np.ones(len(group_score))])[by_segment]
+    ends = np.cumsum(np.bincount(entry_segment, minlength=len(listed))).tolist()
+    entries = {c: (entry_scores[a:b], entry_tp[a:b]) for c, a, b in zip(listed, [0] + ends[:-1], ends)}
+    kept = dict(zip(listed, np.diff(bounds).tolist()))
+    if outcomes:
+        row_codes = np.where(valid, np.where(tp, TRUE_POSITIVE, FALSE_POSITIVE), IGNORED).astype(np.int8)
+        row_codes[group_row] = TRUE_POSITIVE
+        codes[keep[order]] = row_codes
+    return ImageResult(entries, dict(truth.counted), kept, codes)
 
 
 # ---- AP ------------------------------------------------------------------------------------------

@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..common.errors import DataError
-from ..common.mask_codec import decode_encoded_batch
+from ..common.mask_codec import decode_runs_batch
 from ..common.workers import start_worker
 from .classes import load_classes
 from .detections import check_scores, class_indices, expand_to_ancestors
 from .groundtruth import MaskFinder, load_ground_truth, read_ground_truth
-from .rules import APAccumulator, Detections, EvalResult, MaskFeatures, evaluate_image, mask_features
+from .rules import APAccumulator, Detections, EvalResult, MaskFeatures, evaluate_image, runs_features
 
 BATCH = 16
 CACHE_MASKS = 1024          # remembered masks per image and worker (a few hundred bytes each)
@@ -81,25 +81,25 @@ def _features(image_id: str, encoded, gt, height: int, width: int, where: str) -
     and computed now. Rows are float64 [area, box (4), intersections]: exact for any image size."""
     cap = _STATE['cache_masks']
     cache = _STATE['cache'].setdefault(image_id, {})
-    strings = list(encoded)
-    first = {}
-    for k, s in enumerate(strings):
-        first.setdefault(s, k)
-    new = [s for s in first if s not in cache]
-    if new:
-        rles = decode_encoded_batch(new, height, width, lambda j: f'{where}: detection {first[new[j]] + 1}')
-        f = mask_features(rles, gt, height, width)
-        rows = np.concatenate([f.areas[:, None], f.boxes, f.overlaps], axis=1).astype(np.float64)
-        fresh = dict(zip(new, rows))
-    else:
-        fresh = {}
-    table = np.stack([fresh[s] if s in fresh else cache[s] for s in strings]) if strings \
-        else np.zeros((0, 5 + len(gt.masks)))
+    rows = list(map(cache.get, encoded))
+    fresh = {}
+    if any(r is None for r in rows):
+        new = [s for s in dict.fromkeys(encoded) if s not in cache]
+        place = list(encoded).index
+        runs = decode_runs_batch(new, height, width, lambda j: f'{where}: detection {place(new[j]) + 1}')
+        f = runs_features(runs, gt, height, width)
+        fresh = dict(zip(new, np.concatenate([f.areas[:, None], f.boxes, f.overlaps], axis=1).astype(np.float64)))
+        rows = [fresh[s] if r is None else r for s, r in zip(encoded, rows)]
+    table = np.array(rows) if rows else np.zeros((0, 5 + len(gt.masks)))
     if cap:
-        for s in first:                      # most recently used last
-            cache[s] = fresh[s] if s in fresh else cache.pop(s)
-        for s in list(cache)[:max(0, len(cache) - cap)]:
-            del cache[s]
+        for s in dict.fromkeys(encoded):     # most recently used last
+            if s in fresh:                   # kept as a plain string: an EncodedMask would keep its counts
+                cache[str(s) if type(s) is not str else s] = fresh[s]
+            else:
+                cache[s] = cache.pop(s)
+        if len(cache) > cap:
+            for s in list(cache)[:len(cache) - cap]:
+                del cache[s]
     return MaskFeatures(table[:, 0].astype(np.int64), table[:, 1:5], table[:, 5:].astype(np.int64))
 
 

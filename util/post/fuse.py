@@ -71,7 +71,7 @@ from pycocotools import mask as mask_utils
 from ..common.cli import add_progress_flag, run
 from ..common.cli import progress as progress_bar
 from ..common.errors import DataError
-from ..common.mask_codec import decode_encoded_batch, rle_to_encoded
+from ..common.mask_codec import decode_encoded_batch, rle_to_encoded, with_counts
 from ..common.rle_runs import runs_of
 from ..common.submission import (
     HEADER,
@@ -191,7 +191,7 @@ def average_mask(rles: list[dict], weights, thr: float) -> dict:
 def _fused_encoding(encoded: list[str], rles: list[dict], weights, thr: float) -> str:
     """The fused mask as an EncodedMask; one member, or members that are all the same mask, pass as is."""
     if len(set(encoded)) == 1:
-        return encoded[0]
+        return with_counts(encoded[0], rles[0])
     return rle_to_encoded(average_mask(rles, weights, thr))
 
 

@@ -37,7 +37,7 @@ from pycocotools import mask as mask_utils
 
 from ..common.cli import add_progress_flag, run
 from ..common.cli import progress as progress_bar
-from ..common.mask_codec import decode_encoded_batch, encode_region, rle_to_encoded
+from ..common.mask_codec import decode_encoded_batch, encode_region, rle_to_encoded, with_counts
 from ..common.rle_runs import add_window
 from ..common.submission import SHORTEST, SubmissionWriter, iter_lockstep
 
@@ -129,7 +129,8 @@ def nms_detections(dets, height: int, width: int, iou_thr: float = 0.5, vote: bo
                 if sum(weights[1:]) > weights[0]:
                     members = [rles[a]] + [rles[j] for j in hit]
                     replaced[order[a]] = rle_to_encoded(vote_mask(members, weights))
-    out = [(d[0], d[1], replaced.get(i, d[2])) for i, d in enumerate(dets) if keep[i]]
+    out = [(d[0], d[1], replaced[i] if i in replaced else with_counts(d[2], coco[i]))
+           for i, d in enumerate(dets) if keep[i]]
     return out, len(replaced)
 
 
