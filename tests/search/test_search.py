@@ -144,6 +144,11 @@ def test_the_search_starts_from_the_hand_set_recipe(members, session, tmp_path):
     assert (first.value, first.user_attrs['fold_b']) == (rows['hand-set (defaults)']['fold_a'],
                                                         rows['hand-set (defaults)']['fold_b'])
     assert best['fold_a'] >= first.value
+    # The markdown board shows the recipe once, named as both; the CSV keeps a row for each.
+    md = (tmp_path / 'leaderboard.md').read_text()
+    assert md.count('| hand-set (defaults) = trial 0: ') == 1 and '| trial 0: ' not in md
+    names = [line.split(',')[0] for line in (tmp_path / 'leaderboard.csv').read_text().splitlines()]
+    assert 'hand-set (defaults)' in names and 'trial 0' in names
     # Resumed, the recipe is not queued again; a study that lost it (cut short) gets it back.
     assert start_from_defaults(study, space, members) == []
     fresh = optuna.create_study()

@@ -4,7 +4,7 @@ Every row shows its mAP on fold A (where settings are chosen) and fold B (held o
 the best single member-view on each fold, so that a setting that only fits fold A shows it.
 
     leaderboard(study, baselines)           -> pandas DataFrame, best fold A first
-    write_leaderboard(df, csv_path, md_path, top)
+    write_leaderboard(df, csv_path, md_path, top)   the CSV whole; the markdown's top rows (``merged_rows``)
     plot_knobs(study, path)                 -> the knobs plotted (most important first)
 """
 from __future__ import annotations
@@ -52,11 +52,25 @@ def leaderboard(study, baselines: list[dict]) -> pd.DataFrame:
     return df.sort_values(['fold_a', 'name'], ascending=[False, True], kind='stable').reset_index(drop=True)
 
 
+def merged_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard with rows of the same setting and mAPs as one row, names joined (a reference row
+    and the trial that ran it: the hand-set recipe is the study's first trial), in the board's order."""
+    key = df['setting'] + '|' + df['fold_a'].map(repr) + '|' + df['fold_b'].map(repr)
+    rows = []
+    for _, group in df.groupby(key, sort=False):
+        row = group.iloc[0].copy()
+        row['name'] = ' = '.join(sorted(group['name'], key=lambda n: n.startswith('trial ')))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=df.columns).reset_index(drop=True)
+
+
 def write_leaderboard(df: pd.DataFrame, csv_path: str, md_path: str, top: int = 15) -> None:
+    """The whole board as CSV (a row per reference and per trial); its top rows as markdown, a setting
+    that a reference row and a trial share shown once."""
     with AtomicWriter(csv_path) as f:
         df.to_csv(f, index=False, float_format='%.6f')
     lines = ['| setting | fold A (chosen on) | fold B (held out) | delta A | delta B |', '|---|---:|---:|---:|---:|']
-    for r in df.head(top).itertuples():
+    for r in merged_rows(df).head(top).itertuples():
         lines.append(f'| {r.name}: {r.setting} | {r.fold_a:.4f} | {r.fold_b:.4f} | {r.delta_a:+.4f} | '
                      f'{r.delta_b:+.4f} |')
     with AtomicWriter(md_path) as f:
