@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
-from util.common.rle_runs import overlap_pixels, run_totals, runs_of
+from util.common.rle_runs import overlap_pixels, pairwise_iou, run_totals, runs_of
 from util.metric.rules import GroundTruth, mask_features
 
 
@@ -107,3 +107,14 @@ def test_the_runs_pass_sums_the_runs_as_the_strict_check_does(strings, height):
         assert runs.starts[own].tolist() == alone.starts.tolist() and runs.stops[own].tolist() == alone.stops.tolist()
         if runs.totals[k] < 0:
             assert alone.areas[0] == 0 and alone.starts.size == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(1, 9), st.integers(0, 2 ** 31))
+def test_pairwise_iou_is_pycocotools_iou_to_the_bit(height, width, n, seed):
+    masks = _random_masks(np.random.default_rng(seed), n, height, width)
+    rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
+    want = np.asarray(mask_utils.iou(rles, rles, np.zeros(n, np.uint8))).reshape(n, n)
+    assert np.array_equal(pairwise_iou([r['counts'] for r in rles], height), want)
+    runs = runs_of([r['counts'] for r in rles], height)
+    assert np.array_equal(overlap_pixels(runs), overlap_pixels(runs, runs))

@@ -14,7 +14,8 @@ count two places before.
     add_window(counts, height, y0, y1, x0, x1, weight, acc)    acc += weight where the mask is set
     runs_of(counts_list, height)                               -> Runs: foreground runs, areas, boxes,
                                                                   totals (one pass: the strict check too)
-    overlap_pixels(runs_a, runs_b)                             -> (M, N) shared pixels
+    overlap_pixels(runs_a, runs_b)                             -> (M, N) shared pixels (b None: a with a)
+    pairwise_iou(counts_list, height)                          -> (N, N) mask IoUs, as pycocotools' iou
 """
 from __future__ import annotations
 
@@ -240,11 +241,13 @@ def _first_ending_after(stops, i, end, pos):  # pragma: no cover  (compiled)
 
 @numba.njit(cache=True, nogil=True)
 def _overlaps(a_starts, a_stops, a_offsets, a_boxes, b_starts, b_stops, b_offsets, b_boxes, height,
-              out):  # pragma: no cover
+              symmetric, out):  # pragma: no cover
+    """``symmetric``: a and b are the same masks: each pair once, mirrored (the diagonal is left to the
+    caller: a mask shares its area with itself)."""
     for p in range(a_boxes.shape[0]):
         if a_boxes[p, 0] < 0:
             continue
-        for q in range(b_boxes.shape[0]):
+        for q in range(p + 1 if symmetric else 0, b_boxes.shape[0]):
             if (b_boxes[q, 0] < 0 or b_boxes[q, 0] > a_boxes[p, 2] or a_boxes[p, 0] > b_boxes[q, 2]
                     or b_boxes[q, 1] > a_boxes[p, 3] or a_boxes[p, 1] > b_boxes[q, 3]):
                 continue                                # boxes apart: nothing shared
@@ -265,14 +268,36 @@ def _overlaps(a_starts, a_stops, a_offsets, a_boxes, b_starts, b_stops, b_offset
                 else:
                     j += 1
             out[p, q] = total
+            if symmetric:
+                out[q, p] = total
 
 
-def overlap_pixels(a: Runs, b: Runs) -> np.ndarray:
+def overlap_pixels(a: Runs, b: Runs | None = None) -> np.ndarray:
     """Pixels shared by every mask of ``a`` with every mask of ``b`` (same image size), (M, N) int64:
-    a merge of their runs, without dense masks."""
+    a merge of their runs, without dense masks. ``b`` None: ``a`` with itself (each pair merged once)."""
+    if b is None:
+        out = np.zeros((len(a.areas), len(a.areas)), np.int64)
+        if out.size:
+            _overlaps(a.starts, a.stops, a.offsets, a.boxes, a.starts, a.stops, a.offsets, a.boxes,
+                      int(a.height), True, out)
+            np.fill_diagonal(out, a.areas)
+        return out
     out = np.zeros((len(a.areas), len(b.areas)), np.int64)
     if out.size:
         if a.height != b.height:
             raise ValueError(f'masks {a.height} and {b.height} pixels high do not overlap')
-        _overlaps(a.starts, a.stops, a.offsets, a.boxes, b.starts, b.stops, b.offsets, b.boxes, int(a.height), out)
+        _overlaps(a.starts, a.stops, a.offsets, a.boxes, b.starts, b.stops, b.offsets, b.boxes, int(a.height),
+                  False, out)
+    return out
+
+
+def pairwise_iou(counts: list[bytes], height: int) -> np.ndarray:
+    """(N, N) mask IoUs of checked compressed counts of one image's masks: intersection / union in
+    float64 from exact pixel counts, 0 where nothing is shared: pycocotools' ``iou`` (non-crowd), bit for
+    bit, with each pair merged once and only over the columns both boxes span."""
+    runs = runs_of(counts, height)
+    inter = overlap_pixels(runs)
+    union = runs.areas[:, None] + runs.areas[None, :] - inter
+    out = np.zeros(inter.shape)
+    np.divide(inter, union, out=out, where=inter > 0)
     return out
