@@ -209,6 +209,15 @@ def check_encoded(encoded: Sequence[str], height: int, width: int
     return rles, problems
 
 
+def _checked_size(height, width, where: Where) -> tuple[int, int]:
+    """``_check_size`` for a batch: a bad image size names the place of its first mask."""
+    try:
+        return _check_size(height, width)
+    except DataError as e:
+        prefix = where(0) if callable(where) else where
+        raise DataError(f'{prefix}: {e}' if prefix else str(e)) from None
+
+
 def _place(where: Where, k: int) -> str:
     if callable(where):
         return where(k)
@@ -219,11 +228,8 @@ def decode_encoded_batch(encoded: Sequence[str], height: int, width: int, where:
     """One image's EncodedMasks -> RLEs with bytes counts, all checked; the first problem raises
     DataError prefixed with ``where`` (a str gets ': detection k' appended; a callable maps k to the
     whole place)."""
-    try:
-        rles, problems = check_encoded(encoded, height, width)
-    except DataError as e:                  # the image size: name the place of the first mask
-        prefix = where(0) if callable(where) else where
-        raise DataError(f'{prefix}: {e}' if prefix else str(e)) from None
+    _checked_size(height, width, where)
+    rles, problems = check_encoded(encoded, height, width)
     if problems:
         k, problem = problems[0]
         raise DataError(f'{_place(where, k)}: {problem}')
@@ -234,11 +240,7 @@ def decode_runs_batch(encoded: Sequence[str], height: int, width: int, where: Wh
     """One image's EncodedMasks -> their foreground runs (``rle_runs.Runs``: areas, boxes, runs), checked
     as ``decode_encoded_batch`` checks them (same problems, same first error), in the one pass that reads
     the runs: the metric's path, which never needs the RLEs themselves."""
-    try:
-        height, width = _check_size(height, width)
-    except DataError as e:
-        prefix = where(0) if callable(where) else where
-        raise DataError(f'{prefix}: {e}' if prefix else str(e)) from None
+    height, width = _checked_size(height, width, where)
     counts, unpack_problem = [], None
     for k, s in enumerate(encoded):
         try:

@@ -263,10 +263,9 @@ def _class_order(classes: np.ndarray, scores: np.ndarray, ties: str):
             rows = np.flatnonzero(classes == cls)
             order[c == cls] = rows[np.argsort(scores[rows])[::-1]]
     starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
-    rank = np.arange(len(c)) - np.repeat(starts, np.diff(np.r_[starts, len(c)]))
-    order = order[rank < MAX_DETECTIONS_PER_CLASS]
-    c = classes[order]
-    return order, np.r_[np.flatnonzero(np.r_[True, c[1:] != c[:-1]]), len(c)]
+    sizes = np.diff(np.r_[starts, len(c)])
+    rank = np.arange(len(c)) - np.repeat(starts, sizes)
+    return order[rank < MAX_DETECTIONS_PER_CLASS], np.r_[0, np.cumsum(np.minimum(sizes, MAX_DETECTIONS_PER_CLASS))]
 
 
 def check_ties(ties: str) -> str:

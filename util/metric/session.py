@@ -82,9 +82,10 @@ def _features(image_id: str, encoded, gt, height: int, width: int, where: str) -
     cap = _STATE['cache_masks']
     cache = _STATE['cache'].setdefault(image_id, {})
     rows = list(map(cache.get, encoded))
+    distinct = dict.fromkeys(encoded)
     fresh = {}
     if any(r is None for r in rows):
-        new = [s for s in dict.fromkeys(encoded) if s not in cache]
+        new = [s for s in distinct if s not in cache]
         place = list(encoded).index
         runs = decode_runs_batch(new, height, width, lambda j: f'{where}: detection {place(new[j]) + 1}')
         f = runs_features(runs, gt, height, width)
@@ -92,7 +93,7 @@ def _features(image_id: str, encoded, gt, height: int, width: int, where: str) -
         rows = [fresh[s] if r is None else r for s, r in zip(encoded, rows)]
     table = np.array(rows) if rows else np.zeros((0, 5 + len(gt.masks)))
     if cap:
-        for s in dict.fromkeys(encoded):     # most recently used last
+        for s in distinct:                   # most recently used last
             if s in fresh:                   # kept as a plain string: an EncodedMask would keep its counts
                 cache[str(s) if type(s) is not str else s] = fresh[s]
             else:

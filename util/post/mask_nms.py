@@ -37,7 +37,7 @@ from pycocotools import mask as mask_utils
 
 from ..common.cli import add_progress_flag, run
 from ..common.cli import progress as progress_bar
-from ..common.mask_codec import decode_encoded_batch, encode_region, rle_to_encoded, with_counts
+from ..common.mask_codec import decode_encoded_batch, encode_region, rle_to_encoded, to_coco, with_counts
 from ..common.rle_runs import add_window, pairwise_iou
 from ..common.submission import SHORTEST, SubmissionWriter, iter_lockstep
 
@@ -95,8 +95,7 @@ def _ious(rles: list[dict]) -> np.ndarray:
     (``rle_runs.pairwise_iou``: about 3.4x faster on a search's label groups, each pair merged once)."""
     if not rles:
         return np.zeros((0, 0))
-    counts = [r['counts'].encode('ascii') if isinstance(r['counts'], str) else r['counts'] for r in rles]
-    return pairwise_iou(counts, int(rles[0]['size'][0]))
+    return pairwise_iou([r['counts'] for r in to_coco(rles)], int(rles[0]['size'][0]))
 
 
 def vote_mask(rles: list[dict], weights: list[float], thr: float = 0.5) -> dict:
